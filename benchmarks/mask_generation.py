@@ -30,7 +30,6 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
@@ -89,7 +88,7 @@ def scores_loop(scores: torch.Tensor, count: int, gen: torch.Generator) -> torch
 def time_all(methods: dict[str, Callable[[], object]], rounds: int,
              slow: set[str]) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in methods}
-    for name, fn in methods.items():
+    for fn in methods.values():
         fn()  # warm-up
     for r in range(rounds):
         for name, fn in methods.items():
@@ -99,6 +98,27 @@ def time_all(methods: dict[str, Callable[[], object]], rounds: int,
             fn()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def bench_methods(batch: int, size: int, grid: PatchGrid
+                  ) -> tuple[dict[str, Callable[[], object]], int, int]:
+    """The timed callables on one grid (phantom organ maps, random scores), N and the count."""
+    organs = torch.from_numpy(phantom.generate(batch, size, seed=0)["organs"])
+    gen = torch.Generator().manual_seed(0)
+    n, count = grid.num_patches, num_masked(grid.num_patches, RATIO)
+    scores = torch.rand(batch, n, generator=gen) + 0.01
+    methods: dict[str, Callable[[], object]] = {
+        "argsort (MAE)": lambda: argsort_floor(batch, grid, gen),
+        "floor: argsort + copy of organ maps":
+            lambda: (argsort_floor(batch, grid, gen), organs.clone()),
+        "random_mask": lambda: random_mask(batch, grid, RATIO, gen),
+        "random: per-image loop": lambda: random_loop(batch, grid, gen),
+        "region_guided_mask": lambda: region_guided_mask(organs, grid, RATIO, gen),
+        "region-guided: per-image loop": lambda: region_guided_loop(organs, grid, gen),
+        "sample_from_scores": lambda: sample_from_scores(scores, count, gen),
+        "scores: per-image multinomial loop": lambda: scores_loop(scores, count, gen),
+    }
+    return methods, n, count
 
 
 def main() -> None:
@@ -112,21 +132,7 @@ def main() -> None:
           f"ratio={RATIO}")
     for size, grid in ((224, PatchGrid(224, 224, patch_size=16)),
                        (518, PatchGrid(518, 518, num_patches=1370))):
-        organs = torch.from_numpy(phantom.generate(args.batch, size, seed=0)["organs"])
-        gen = torch.Generator().manual_seed(0)
-        n, count = grid.num_patches, num_masked(grid.num_patches, RATIO)
-        scores = torch.rand(args.batch, n, generator=gen) + 0.01
-        methods: dict[str, Callable[[], object]] = {
-            "argsort (MAE)": lambda: argsort_floor(args.batch, grid, gen),
-            "floor: argsort + copy of organ maps":
-                lambda: (argsort_floor(args.batch, grid, gen), organs.clone()),
-            "random_mask": lambda: random_mask(args.batch, grid, RATIO, gen),
-            "random: per-image loop": lambda: random_loop(args.batch, grid, gen),
-            "region_guided_mask": lambda: region_guided_mask(organs, grid, RATIO, gen),
-            "region-guided: per-image loop": lambda: region_guided_loop(organs, grid, gen),
-            "sample_from_scores": lambda: sample_from_scores(scores, count, gen),
-            "scores: per-image multinomial loop": lambda: scores_loop(scores, count, gen),
-        }
+        methods, n, count = bench_methods(args.batch, size, grid)
         slow = {"region-guided: per-image loop"}
         times = time_all(methods, args.rounds, slow)
         best = {k: min(v) * 1e3 for k, v in times.items()}

@@ -10,8 +10,8 @@ import pytest
 import envs
 from medmask.data import columns as C
 from medmask.data import phantom
-from medmask.models import create_model
 from medmask.masking import create_mask_strategy
+from medmask.models import create_model
 from medmask.rl import MaskingPolicyNet, ahm_appo_config, trained_policy_net
 
 LEARNER_KEYS = ("policy_loss", "vf_loss", "entropy", "mean_patch_reward")

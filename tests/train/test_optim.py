@@ -32,7 +32,8 @@ def test_warmup_then_half_cosine():
     cfg = OptimizerConfig(warmup_epochs=2)
     assert warmup_cosine_factor(1.0, 10, cfg, 1.0) == pytest.approx(0.5)
     assert warmup_cosine_factor(2.0, 10, cfg, 1.0) == pytest.approx(1.0)
-    assert warmup_cosine_factor(6.0, 10, cfg, 1.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+    half_way = 0.5 * (1 + math.cos(math.pi / 2))
+    assert warmup_cosine_factor(6.0, 10, cfg, 1.0) == pytest.approx(half_way)
     assert warmup_cosine_factor(10.0, 10, cfg, 1.0) == pytest.approx(0.0)
 
 
@@ -47,3 +48,28 @@ def test_scheduler_steps_per_batch():
         sched.step()
     assert lrs[:4] == pytest.approx([0.0, 0.25, 0.5, 0.75])
     assert lrs[4] == pytest.approx(1.0)
+
+
+def test_ahm_step_decay_is_ten_percent_every_three_epochs() -> None:
+    # AHM V-B: Adam, lr 3e-4, "10% decay every 3 epochs" (unscaled by the batch size).
+    cfg = OptimizerConfig(base_lr=3e-4, optimizer="adam", scale_lr=False, schedule="step",
+                          decay_every_epochs=3, decay_factor=0.9, weight_decay=0.0)
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model, cfg, batch_size=4)
+    assert isinstance(opt, torch.optim.Adam) and not isinstance(opt, torch.optim.AdamW)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=2, epochs=9)
+    lrs = []
+    for _ in range(18):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    per_epoch = lrs[::2]  # epochs 0..8
+    expected = [3e-4] * 3 + [2.7e-4] * 3 + [2.43e-4] * 3
+    assert per_epoch == pytest.approx(expected, rel=1e-9)
+
+
+def test_optimizer_config_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        OptimizerConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        OptimizerConfig(schedule="linear")

@@ -59,3 +59,27 @@ def sample_gallery(rows: dict[str, np.ndarray]) -> np.ndarray:
     if C.MASKED_IMAGE in rows:
         columns.append(rows[C.MASKED_IMAGE])
     return mask_gallery(columns)
+
+
+def heatmap_rgb(values: np.ndarray) -> np.ndarray:
+    """Per-image min-max scaled maps [B, H, W] as uint8 RGB with OpenCV's inferno colormap."""
+    import cv2
+
+    values = np.asarray(values, np.float64)
+    low = values.min(axis=(1, 2), keepdims=True)
+    span = np.maximum(values.max(axis=(1, 2), keepdims=True) - low, 1e-12)
+    scaled = np.round(255 * (values - low) / span).astype(np.uint8)
+    flat = cv2.applyColorMap(scaled.reshape(-1, scaled.shape[-1]), cv2.COLORMAP_INFERNO)
+    return flat.reshape(*scaled.shape, 3)[..., ::-1].copy()  # BGR -> RGB
+
+
+def policy_gallery(images: np.ndarray, predicted: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """AHM Fig. 8: image / predicted-loss heatmap / image under the sampled mask, per row.
+
+    Args:
+        images: grayscale [B, H, W] in [0, 1].
+        predicted: the policy's per-pixel map [B, H, W] (per-patch values painted back with
+            ``PatchGrid.unpool``), scaled per image.
+        masked: the images with the sampled mask applied, [B, H, W].
+    """
+    return mask_gallery([images, heatmap_rgb(predicted), masked])

@@ -3,6 +3,10 @@
 RGMIM Table 1 gives AdamW (beta1 0.9, beta2 0.95), weight decay 0.05, base learning rate 1.5e-4
 and batch 256; what the paper leaves open follows MAE's conventions: the absolute learning rate
 is ``lr = base_lr * batch / 256`` and the schedule is a linear warmup then a half-cycle cosine.
+
+The AHM paper's U-Net settings are the other preset: plain Adam at a fixed learning rate
+(pretraining 2e-4; segmentation fine-tuning 3e-4 "10% decay every 3 epochs"), i.e.
+``optimizer="adam", scale_lr=False, schedule="step", decay_every_epochs=3, decay_factor=0.9``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ import torch
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """AdamW + warmup-cosine settings (defaults: RGMIM Table 1)."""
+    """Optimizer + schedule settings (defaults: RGMIM Table 1, AdamW + warmup-cosine).
+
+    Attributes:
+        optimizer: ``"adamw"`` (RGMIM/MAE) or ``"adam"`` (AHM).
+        schedule: ``"cosine"`` (warmup then half-cycle cosine) or ``"step"`` (multiply by
+            ``decay_factor`` every ``decay_every_epochs``, after the warmup).
+        scale_lr: apply MAE's rule lr = base_lr * batch / ``reference_batch`` (False: lr =
+            base_lr, as the AHM paper states its rates).
+    """
 
     base_lr: float = 1.5e-4
     weight_decay: float = 0.05
@@ -23,16 +35,38 @@ class OptimizerConfig:
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
     reference_batch: int = 256
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    scale_lr: bool = True
+    decay_every_epochs: float = 1.0
+    decay_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.decay_every_epochs <= 0 or not 0 < self.decay_factor <= 1:
+            raise ValueError(
+                f"need decay_every_epochs > 0 and 0 < decay_factor <= 1, got "
+                f"{self.decay_every_epochs}, {self.decay_factor}")
 
     def absolute_lr(self, batch_size: int) -> float:
-        """MAE's linear scaling rule: lr = base_lr * batch / 256."""
+        """MAE's linear scaling rule lr = base_lr * batch / 256 (or base_lr if not scaled)."""
+        if not self.scale_lr:
+            return self.base_lr
         return self.base_lr * batch_size / self.reference_batch
+
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "step")
 
 
 def build_optimizer(
     model: torch.nn.Module, cfg: OptimizerConfig, batch_size: int
-) -> torch.optim.AdamW:
-    """AdamW with no weight decay on biases, norms, position embeddings and tokens (MAE)."""
+) -> torch.optim.Optimizer:
+    """AdamW (or Adam) with no weight decay on biases, norms, position embeddings and tokens
+    (MAE's parameter groups; Adam's weight decay is the L2 kind, 0 in the AHM presets)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -43,7 +77,8 @@ def build_optimizer(
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.absolute_lr(batch_size), betas=tuple(cfg.betas))
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(groups, lr=cfg.absolute_lr(batch_size), betas=tuple(cfg.betas))
 
 
 def warmup_cosine_factor(progress_epochs: float, total_epochs: float, cfg: OptimizerConfig,
@@ -57,6 +92,14 @@ def warmup_cosine_factor(progress_epochs: float, total_epochs: float, cfg: Optim
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def step_decay_factor(progress_epochs: float, cfg: OptimizerConfig) -> float:
+    """Warmup, then ``decay_factor ** floor((epoch - warmup) / decay_every_epochs)`` (AHM)."""
+    if cfg.warmup_epochs > 0 and progress_epochs < cfg.warmup_epochs:
+        return progress_epochs / cfg.warmup_epochs
+    drops = math.floor((progress_epochs - cfg.warmup_epochs) / cfg.decay_every_epochs + 1e-9)
+    return cfg.decay_factor ** max(drops, 0)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     cfg: OptimizerConfig,
@@ -64,12 +107,14 @@ def build_scheduler(
     steps_per_epoch: int,
     epochs: int,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step warmup + cosine schedule over ``epochs * steps_per_epoch`` steps."""
+    """Per-step schedule (warmup + cosine, or step decay) over ``epochs * steps_per_epoch``."""
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     peak = optimizer.param_groups[0]["lr"]
 
     def factor(step: int) -> float:
+        if cfg.schedule == "step":
+            return step_decay_factor(step / steps_per_epoch, cfg)
         return warmup_cosine_factor(step / steps_per_epoch, float(epochs), cfg, peak)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

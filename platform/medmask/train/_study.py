@@ -19,6 +19,7 @@ import torch
 
 from medmask.data import columns as C
 from medmask.train._checkpoint import PretrainCache, load_checkpoint
+from medmask.train._masks import build_mask_strategy
 from medmask.train._trainer import ScalingSettings, build_trainer, steps_per_epoch
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,10 @@ def train_view(dataset: Any) -> Any:
 
 def pretrain_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Everything that determines a pretrained encoder (the cache key)."""
-    keys = ("model", "masking", "pretrain", "data", "seed")
-    return {k: settings[k] for k in keys}
+    from medmask.train._masks import masking_cache_key
+
+    keys = ("model", "pretrain", "data", "seed")
+    return {**{k: settings[k] for k in keys}, "masking": masking_cache_key(settings["masking"])}
 
 
 def run_pretraining(settings: dict[str, Any], datasets: dict[str, Any], stage: Any,
@@ -161,7 +164,7 @@ def reconstruction_gallery(settings: dict[str, Any], checkpoint: Path, dataset: 
                            count: int = 4) -> np.ndarray:
     """Original / masked / reconstruction of a few images (uint8 RGB gallery)."""
     from medmask.eval.figures import mask_gallery
-    from medmask.masking import apply_patch_mask, create_mask_strategy
+    from medmask.masking import apply_patch_mask
     from medmask.models import create_model
 
     model = create_model(settings["model"]["name"], **settings["model"].get("params", {}))
@@ -170,7 +173,7 @@ def reconstruction_gallery(settings: dict[str, Any], checkpoint: Path, dataset: 
     rows = train_view(dataset).take_batch(count, batch_format="numpy")
     images = torch.from_numpy(np.asarray(rows[C.IMAGE]))[:, None].float()
     masking = settings["masking"]
-    strategy = create_mask_strategy(masking["name"], **masking.get("params", {}))
+    strategy = build_mask_strategy(masking)
     batch = {k: torch.from_numpy(np.asarray(v)) for k, v in rows.items()}
     mask = strategy(batch, model.grid, float(masking["ratio"]),
                     generator=torch.Generator().manual_seed(0))
@@ -192,7 +195,9 @@ def run_mim_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
     Returns the results table (one row per method x fraction x mode), also logged as CSV.
     """
     from medmask.tracking import run_name
+    from medmask.train._loop_utils import quiet_data_progress
 
+    quiet_data_progress()  # the stages report per epoch; per-iteration data bars drown them
     seed = int(settings["seed"])
     scaling = ScalingSettings(**settings["scaling"])
     datasets = {k: v.materialize() for k, v in phantom_splits(settings["data"], seed).items()}

@@ -1,0 +1,324 @@
+"""The AHM pipeline: reconstruction net -> RL masking policy -> AHM pretraining -> segmentation.
+
+Source: "Self-Supervised Medical Image Segmentation Using Deep Reinforced Adaptive Masking"
+(AHM, IEEE TMI), sections IV-V. :func:`run_ahm_study` runs the five steps of
+``experiments/ahm.py`` from a plain settings dict, each an MLflow stage run under one study run:
+
+1. ``reconstruction``: pretrain the U-Net with random masking (Ray Train). This checkpoint is
+   both AHM's frozen reward network and the "random masking" pretraining of step 4, so one
+   pretraining serves two purposes (the pretraining cache would reuse it anyway).
+2. ``policy``: train the masking policy with RLlib APPO (several EnvRunners; the paper's Adam
+   schedule), logging reward, losses, entropy and env steps/s per iteration; then check it on
+   held-out images: ``policy_mask_recon_loss`` vs ``random_mask_recon_loss``.
+3. ``pretrain-ahm``: masked image modeling with ``masking=ahm`` and the trained policy.
+4. ``segment-*``: end-to-end segmentation fine-tuning at each label fraction from the AHM
+   encoder, the random-masking encoder and from scratch (AHM's "Fully Supervised").
+5. The results table (printed, logged as CSV) and figures: AHM Fig. 8 (image, predicted loss,
+   masking probability, masked image) and the reward curve.
+
+Every stage's result is cached by a hash of what determines it (``cache_dir``), so a re-run
+skips finished stages: pretraining (:class:`PretrainCache`), the policy (``policy.pt``,
+``history.csv``) and each fine-tuning (``metrics.json``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medmask.data import columns as C
+from medmask.train._checkpoint import config_hash, load_checkpoint
+from medmask.train._study import (
+    label_fraction_subset,
+    phantom_splits,
+    pretrain_settings,
+    reconstruction_gallery,
+    run_pretraining,
+)
+from medmask.train._trainer import ScalingSettings, build_trainer, steps_per_epoch
+
+log = logging.getLogger(__name__)
+
+METHODS = ("ahm", "random", "scratch")
+RESULT_METRICS = ("dice", "iou", "ppv", "sensitivity", "hd95", "boundary_iou", "hd95_nan_count")
+SEGMENT_COLUMNS = (C.IMAGE, C.LESION, C.ORGANS)
+
+
+def load_reconstruction(checkpoint: str) -> torch.nn.Module:
+    """The frozen reconstruction network of a pretraining checkpoint (a picklable factory for
+    remote EnvRunners: ``functools.partial(load_reconstruction, path)``)."""
+    from medmask.models import create_model
+
+    state = load_checkpoint(checkpoint)
+    model = create_model(state["model_name"], **state.get("model_params", {}))
+    model.load_state_dict(state["model"])
+    return model.eval().requires_grad_(False)
+
+
+def dataset_images(dataset: Any) -> np.ndarray:
+    """All images of a (small) Ray dataset as float32 [M, H, W] (ordered by id)."""
+    table = dataset.select_columns([C.ID, C.IMAGE]).to_pandas().sort_values(C.ID)
+    return np.stack(table[C.IMAGE].to_numpy()).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# step 2: the policy
+
+
+def policy_cache_key(settings: dict[str, Any], reconstruction_key: dict[str, Any]
+                     ) -> dict[str, Any]:
+    return {"reconstruction": reconstruction_key, "policy": settings["policy"],
+            "ratio": settings["masking"]["ratio"], "seed": settings["seed"]}
+
+
+def run_policy_training(settings: dict[str, Any], reconstruction: Path, train_images: np.ndarray,
+                        heldout: np.ndarray, stage: Any) -> tuple[Path, dict[str, float]]:
+    """Train (or reuse) the masking policy; returns its folder and the held-out check."""
+    import envs
+    from medmask.rl import (
+        ENV_STEPS,
+        REWARD,
+        PolicyBudget,
+        ahm_appo_config,
+        load_policy,
+        policy_vs_random,
+        save_policy,
+        train_policy,
+    )
+
+    policy = dict(settings["policy"])
+    folder = Path(settings["cache_dir"]) / "policy" / config_hash(
+        policy_cache_key(settings, pretrain_settings(settings)))
+    cached = (folder / "policy.pt").is_file()
+    stage.set_tags({"cache_hit": cached, "cache_key": folder.name})
+    budget = PolicyBudget(**policy.pop("budget"))
+    eval_images = int(policy.pop("eval_images", len(heldout)))
+    transfer = policy.pop("checkpoint", None)
+    if transfer and not cached:  # AHM's transfer ablation: reuse a policy trained elsewhere
+        stage.set_tags({"policy_source": str(transfer)})
+        folder.mkdir(parents=True, exist_ok=True)
+        save_policy(load_policy(transfer), folder)
+        pd.DataFrame(columns=["iteration", REWARD, ENV_STEPS]).to_csv(folder / "history.csv",
+                                                                      index=False)
+    elif not cached:
+        env_config = {"reconstruction": functools.partial(load_reconstruction, str(reconstruction)),
+                      "images": train_images}
+        algo_config = ahm_appo_config(
+            envs.ENV_ID, env_config, mask_ratio=float(settings["masking"]["ratio"]),
+            images_per_epoch=budget.images_per_epoch, max_epochs=budget.max_epochs,
+            seed=int(settings["seed"]), **policy)
+        net, history = train_policy(
+            algo_config, budget, checkpoint_dir=folder,
+            on_iteration=lambda i, metrics: stage.log_metrics(metrics, step=i))
+        history.to_csv(folder / "history.csv", index=False)
+        save_policy(net, folder)
+    history = pd.read_csv(folder / "history.csv")
+    net = load_policy(folder)
+    check = policy_vs_random(
+        net, load_reconstruction(str(reconstruction)), heldout[:eval_images],
+        ratio=float(settings["masking"]["ratio"]), random_share=float(policy["random_share"]),
+        weighting=policy.get("weighting", "probability"), seed=int(settings["seed"]))
+    stage.log_metrics(check)
+    stage.log_artifact(folder / "policy.pt", "policy")
+    stage.log_table(history, "reward_history.csv")
+    stage.log_figure(reward_curve(history), "reward_curve.png")
+    stage.log_image(policy_figure(net, heldout[:4], float(settings["masking"]["ratio"]),
+                                  float(policy["random_share"]), policy.get("weighting",
+                                                                             "probability")),
+                    "ahm_fig8.png")
+    return folder, check
+
+
+def reward_curve(history: pd.DataFrame) -> Any:
+    """Mean episode reward (and per-patch reward) against env steps: the policy's progress."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medmask.rl import ENV_STEPS, REWARD
+
+    figure, axis = plt.subplots(figsize=(5, 3.2), dpi=120)
+    if len(history) and REWARD in history:
+        axis.plot(history[ENV_STEPS], history[REWARD], marker=".", label="mean reward")
+    axis.set_xlabel("env steps (images)")
+    axis.set_ylabel("reconstruction loss (reward)")
+    axis.set_title("AHM policy: reward curve")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+@torch.no_grad()
+def policy_figure(net: Any, images: np.ndarray, ratio: float, random_share: float,
+                  weighting: str) -> np.ndarray:
+    """AHM Fig. 8: image / predicted loss (value head) / masking probability / masked image."""
+    from medmask.eval.figures import heatmap_rgb, mask_gallery
+    from medmask.masking import apply_patch_mask, create_mask_strategy
+
+    x = torch.as_tensor(images[:, None])
+    logits, values = net(x)
+    mask = create_mask_strategy("ahm", policy=net, random_share=random_share,
+                                weighting=weighting)({"image": x}, net.grid, ratio,
+                                                     generator=torch.Generator().manual_seed(0))
+    grid = net.grid
+    masked = apply_patch_mask(x, grid, mask)[:, 0].numpy()
+    return mask_gallery([images, heatmap_rgb(grid.unpool(values).numpy()),
+                         heatmap_rgb(grid.unpool(torch.sigmoid(logits)).numpy()), masked])
+
+
+# ------------------------------------------------------------------------------------------
+# step 4: segmentation
+
+
+def segment_view(dataset: Any) -> Any:
+    names = set(dataset.schema().names)
+    return dataset.select_columns([c for c in SEGMENT_COLUMNS if c in names])
+
+
+def run_segmentation(settings: dict[str, Any], datasets: dict[str, Any], stage: Any,
+                     scaling: ScalingSettings, pretrained: Path | None, fraction: float,
+                     cache_key: dict[str, Any]) -> dict[str, float]:
+    """Fine-tune a U-Net segmenter on a label fraction (cached) and score it on the test split."""
+    from medmask.train._segment import build_segmenter, predict_segmentation, score_segmentation
+    from medmask.train._segment import segment_loop as loop
+
+    seg = settings["segmentation"]
+    folder = Path(settings["cache_dir"]) / "segment" / config_hash(cache_key)
+    stage.set_tags({"cache_hit": (folder / "metrics.json").is_file(), "cache_key": folder.name})
+    if (folder / "metrics.json").is_file():
+        metrics = json.loads((folder / "metrics.json").read_text())
+        stage.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+        return metrics
+    subset, ids = label_fraction_subset(datasets["train"], fraction, int(settings["seed"]))
+    stage.log_dict({"fraction": fraction, "ids": ids}, "label_fraction_ids.json")
+    train = segment_view(subset).materialize()
+    loop_config = {
+        "model": settings["model"], "pretrained": str(pretrained) if pretrained else None,
+        "target": seg["target"], "optim": seg["optim"], "batch_size": int(seg["batch_size"]),
+        "epochs": int(seg["epochs"]),
+        "steps_per_epoch": steps_per_epoch(train.count(), int(seg["batch_size"]),
+                                           scaling.num_workers),
+        "seed": int(settings["seed"]), "mixed_precision": bool(seg.get("mixed_precision", True)),
+        "tracking": {"uri": stage.uri, "run_id": stage.run_id},
+    }
+    trainer = build_trainer(loop, loop_config,
+                            {"train": train, "val": segment_view(datasets["val"])},
+                            scaling=scaling, storage_path=Path(settings["storage_dir"]),
+                            name=f"segment-{folder.name}")
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"segmentation fine-tuning reported no checkpoint ({result.error})")
+    model = build_segmenter({**loop_config, "pretrained": None})
+    with result.checkpoint.as_directory() as directory:
+        model.load_state_dict(load_checkpoint(directory)["model"])
+    images, preds, targets = predict_segmentation(model, segment_view(datasets["test"]),
+                                                  seg["target"], 64)
+    metrics = score_segmentation(preds, targets, model.num_classes)
+    stage.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+    stage.log_image(segmentation_figure(images[:4], targets[:4], preds[:4]),
+                    "segmentation_gallery.png")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def segmentation_figure(images: np.ndarray, targets: np.ndarray, preds: np.ndarray
+                        ) -> np.ndarray:
+    """Image / ground truth / prediction rows (label maps as colour overlays)."""
+    from medmask.eval.figures import mask_gallery, organ_overlay
+
+    return mask_gallery([images, organ_overlay(images, targets), organ_overlay(images, preds)])
+
+
+# ------------------------------------------------------------------------------------------
+# the study
+
+
+def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
+    """Run the five AHM steps (module docstring); returns the segmentation results table."""
+    from medmask.tracking import run_name
+    from medmask.train._loop_utils import quiet_data_progress
+
+    quiet_data_progress()  # the stages report per epoch; per-iteration data bars drown them
+    seed = int(settings["seed"])
+    scaling = ScalingSettings(**settings["scaling"])
+    datasets = {k: v.materialize() for k, v in phantom_splits(settings["data"], seed).items()}
+    ratio = float(settings["masking"]["ratio"])
+    policy = settings["policy"]
+    tags = {"strategy": "ahm", "ratio": ratio, "dataset": settings["data"]["name"],
+            "seed": seed, "model": settings["model"]["name"],
+            "random_share": policy["random_share"], "target": settings["segmentation"]["target"]}
+    random_settings = {**settings, "masking": {"name": "random", "ratio": ratio, "params": {}}}
+    rows: list[dict[str, Any]] = []
+    study_name = f"{settings['study']}-{run_name('ahm', ratio=ratio, seed=seed)}"
+    with tracker.study(study_name, tags=tags) as study:
+        study.log_params(settings)
+        with tracker.trial("pipeline", parent=study, tags=tags) as trial:
+            encoders: dict[str, Path | None] = {"scratch": None}
+            with tracker.stage("reconstruction", parent=trial,
+                               tags={**tags, "strategy": "random"}) as stage:
+                start = time.perf_counter()
+                encoders["random"] = run_pretraining(random_settings, datasets, stage, scaling)
+                stage.log_metrics({"wall_s": time.perf_counter() - start})
+                _log_pretraining(stage, random_settings, encoders["random"], datasets)
+            with tracker.stage("policy", parent=trial, tags=tags) as stage:
+                start = time.perf_counter()
+                folder, check = run_policy_training(
+                    random_settings, encoders["random"], dataset_images(datasets["train"]),
+                    dataset_images(datasets["test"]), stage)
+                stage.log_metrics({"wall_s": time.perf_counter() - start})
+            study.log_metrics(check)
+            log.info("policy vs random masks on held-out images: %s", check)
+            ahm_settings = {**settings, "masking": {
+                "name": "ahm", "ratio": ratio,
+                "params": {"policy_checkpoint": str(folder / "policy.pt"),
+                           "random_share": float(policy["random_share"]),
+                           "weighting": policy.get("weighting", "probability")}}}
+            with tracker.stage("pretrain-ahm", parent=trial, tags=tags) as stage:
+                start = time.perf_counter()
+                encoders["ahm"] = run_pretraining(ahm_settings, datasets, stage, scaling)
+                stage.log_metrics({"wall_s": time.perf_counter() - start})
+                _log_pretraining(stage, ahm_settings, encoders["ahm"], datasets)
+            keys = {"ahm": pretrain_settings(ahm_settings),
+                    "random": pretrain_settings(random_settings), "scratch": None}
+            for method in settings["segmentation"]["methods"]:
+                if method not in METHODS:
+                    raise ValueError(f"segmentation method must be one of {METHODS}, got "
+                                     f"{method!r}")
+                for fraction in settings["segmentation"]["fractions"]:
+                    name = f"segment-{method}-frac{fraction * 100:g}"
+                    key = {"encoder": keys[method], "segmentation": settings["segmentation"],
+                           "fraction": fraction, "model": settings["model"],
+                           "data": settings["data"], "seed": seed}
+                    with tracker.stage(name, parent=trial, tags={
+                            **tags, "strategy": method, "fraction": fraction}) as stage:
+                        metrics = run_segmentation(settings, datasets, stage, scaling,
+                                                   encoders[method], float(fraction), key)
+                    rows.append({"method": method, "fraction": fraction,
+                                 **{k: metrics.get(k, float("nan")) for k in RESULT_METRICS}})
+        table = pd.DataFrame(rows)
+        study.log_table(table, "results.csv")
+        for row in rows:
+            key = f"{row['method']}/frac{row['fraction'] * 100:g}"
+            study.log_metrics({f"{key}/dice": row["dice"], f"{key}/hd95": row["hd95"]})
+    table.attrs["policy_check"] = check
+    return table
+
+
+def _log_pretraining(stage: Any, settings: dict[str, Any], checkpoint: Path,
+                     datasets: dict[str, Any]) -> None:
+    stage.log_image(reconstruction_gallery(settings, checkpoint, datasets["val"]),
+                    "reconstruction_gallery.png")
+    stage.log_artifact(checkpoint / "checkpoint.pt", "checkpoint")
+

@@ -1,0 +1,106 @@
+"""End to end: the AHM pipeline submitted with `ray job submit` to a real head node on loopback.
+
+The head is started with `ray start --head --block` on free loopback ports and stopped by its
+PID (never `ray stop`, which would end every Ray on the machine). Ray 2.60 requires token
+authentication for job submission: `RAY_AUTH_MODE=token` in the environment of both commands.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+# A config far tinier than the quick default: 1 epoch everywhere, 15 s of policy training.
+TINY = [
+    "data.n_train=48", "data.n_val=16", "data.n_test=32", "data.size=32",
+    "model.params.img_size=32", "model.params.patch_size=8",
+    "train.pretrain.epochs=1", "train.segmentation.epochs=1", "segmentation.fractions=[1.0]",
+    "policy.budget.time_budget_s=10", "policy.eval_images=32", "seed=3",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_dashboard(url: str, head: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited with {head.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+                return
+        except OSError:
+            time.sleep(1.0)
+    raise TimeoutError(f"the job server at {url} did not come up in {timeout_s} s")
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_ahm_pipeline_runs_through_ray_job_submit(tmp_path: Path) -> None:
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    dashboard = _free_port()
+    url = f"http://127.0.0.1:{dashboard}"
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={_free_port()}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dashboard}", "--num-cpus=2", "--disable-usage-stats",
+         f"--temp-dir={tmp_path / 'ray-tmp'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        _wait_for_dashboard(url, head)
+        done = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(ROOT),
+             "--", "python", "experiments/ahm.py", *TINY, f"tracking.uri={uri}",
+             "tracking.experiment=ahm-job", f"cache_dir={tmp_path / 'cache'}",
+             f"storage_dir={tmp_path / 'ray'}", f"hydra.run.dir={tmp_path / 'hydra'}"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # ends this head (and only it)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "succeeded" in output and "AHM segmentation results" in output
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("ahm-job")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    expected = {"ahm-ahm-r0.75-s3", "pipeline", "reconstruction", "policy", "pretrain-ahm",
+                "segment-ahm-frac100", "segment-random-frac100", "segment-scratch-frac100"}
+    assert expected <= set(runs), sorted(runs)
+    study = runs["ahm-ahm-r0.75-s3"]
+    for key in ("policy_mask_recon_loss", "random_mask_recon_loss"):
+        assert 0 < study.data.metrics[key] < 1
+    assert "ahm/frac100/dice" in study.data.metrics
+    policy = runs["policy"]
+    history = client.get_metric_history(policy.info.run_id, "charts/mean_reward")
+    assert len(history) >= 1 and "charts/SPS" in policy.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(policy.info.run_id)}
+    assert {"policy", "reward_curve.png", "ahm_fig8.png", "reward_history.csv"} <= artifacts
+    assert "results.csv" in {a.path for a in client.list_artifacts(study.info.run_id)}
+    segment = runs["segment-ahm-frac100"]
+    assert 0 <= segment.data.metrics["test/dice"] <= 1
+    assert segment.data.tags["mlflow.parentRunId"] == runs["pipeline"].info.run_id
