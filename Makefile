@@ -11,7 +11,7 @@ venv:
 
 ## Run the main job on the embedded default (synthetic phantoms, local Ray, local MLflow).
 demo:
-	@venv=$$(bash .ci/venv.sh) && $$venv/bin/python experiments/preprocess.py $(ARGS)
+	@venv=$$(bash .ci/venv.sh) && $$venv/bin/python experiments/ahm.py $(ARGS)
 
 ## Run the whole test suite (what CI runs).
 test:

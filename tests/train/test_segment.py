@@ -74,3 +74,11 @@ def test_unknown_target_and_non_unet_models_are_rejected() -> None:
         check_target("tumour")
     with pytest.raises(ValueError, match="needs a U-Net"):
         build_segmenter({"model": {"name": "mae_vit_tiny_64", "params": {}}, "target": "lesion"})
+
+
+def test_small_label_fractions_get_the_minimum_step_budget() -> None:
+    from medmask.train._ahm_study import segmentation_epochs
+
+    assert segmentation_epochs(6, 150, steps_per_epoch=48) == 6  # 288 steps already
+    assert segmentation_epochs(6, 150, steps_per_epoch=5) == 30  # 10% of the labels
+    assert segmentation_epochs(6, 0, steps_per_epoch=5) == 6
