@@ -29,7 +29,9 @@ from medmask.train._loop_utils import (
 
 
 def build_classifier(config: dict[str, Any]) -> torch.nn.Module:
-    """The encoder (pretrained weights loaded when ``pretrained`` names a checkpoint) + head."""
+    """The encoder + head; the encoder starts from ``pretrained`` (a pretraining checkpoint
+    folder) or ``init_weights`` ({weights, prefix}: a local weights file, the Transfer
+    baseline), else from random weights (From Scratch)."""
     from medmask.models import EncoderClassifier, create_model
 
     encoder = create_model(config["model"]["name"], **config["model"].get("params", {}))
@@ -37,6 +39,11 @@ def build_classifier(config: dict[str, Any]) -> torch.nn.Module:
     if pretrained:
         state = load_checkpoint(pretrained)
         encoder.load_state_dict(state["model"])
+    init = config.get("init_weights") or {}
+    if init.get("weights"):  # the "Transfer" baseline: local (e.g. ImageNet) weights
+        from medmask.models import load_local_weights
+
+        load_local_weights(encoder, init["weights"], init.get("prefix", ""))
     head = config["head"]
     return EncoderClassifier(
         encoder,

@@ -8,6 +8,7 @@ at several label fractions, and later sweeps, reuse one pretraining run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -115,8 +116,13 @@ def run_pretraining(settings: dict[str, Any], datasets: dict[str, Any], stage: A
 
 def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: Any,
                    scaling: ScalingSettings, pretrained: Path | None, fraction: float,
-                   mode: str) -> dict[str, float]:
-    """Fine-tune on a label fraction, then evaluate on the test split; returns test metrics."""
+                   mode: str, init_weights: dict[str, Any] | None = None) -> dict[str, float]:
+    """Fine-tune on a label fraction, then evaluate on the test split; returns test metrics.
+
+    ``pretrained`` is a pretraining checkpoint folder; ``init_weights`` ({weights, prefix}) a
+    local weights file for the Transfer baseline (what loaded is logged as
+    ``transfer_weights.json``); neither = From Scratch.
+    """
     from medmask.eval import classification_metrics
     from medmask.train._finetune import build_classifier, finetune_loop, predict
 
@@ -128,6 +134,7 @@ def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: An
     loop_config = {
         "model": settings["model"],
         "pretrained": str(pretrained) if pretrained else None,
+        "init_weights": init_weights,
         "mode": mode,
         "head": head,
         "optim": finetune["optim"],
@@ -139,6 +146,10 @@ def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: An
         "mixed_precision": bool(finetune.get("mixed_precision", True)),
         "tracking": {"uri": stage.uri, "run_id": stage.run_id},
     }
+    if init_weights and init_weights.get("weights"):
+        report = transfer_report(settings["model"], init_weights)
+        stage.log_dict(dataclasses.asdict(report), "transfer_weights.json")
+        stage.set_tags({"transfer_weights": report.summary()})
     val = train_view(datasets["val"]).materialize()
     trainer = build_trainer(
         finetune_loop, loop_config, {"train": train, "val": val}, scaling=scaling,
@@ -158,6 +169,14 @@ def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: An
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number)}
     stage.log_metrics({f"test/{k}": v for k, v in numeric.items()})
     return numeric
+
+
+def transfer_report(model: dict[str, Any], init_weights: dict[str, Any]) -> Any:
+    """What a Transfer weights file loads into the encoder (fails fast, before training)."""
+    from medmask.models import create_model, load_local_weights
+
+    encoder = create_model(model["name"], **model.get("params", {}))
+    return load_local_weights(encoder, init_weights["weights"], init_weights.get("prefix", ""))
 
 
 def reconstruction_gallery(settings: dict[str, Any], checkpoint: Path, dataset: Any,
@@ -235,6 +254,17 @@ def run_mim_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
                         metrics = run_finetuning(settings, datasets, st, scaling, None,
                                                  fraction, "full")
                     rows.append({"method": "scratch", "mode": "full", "fraction": fraction,
+                                 **metrics})
+        transfer = settings.get("baselines", {}).get("transfer") or {}
+        if transfer.get("weights"):
+            with tracker.trial(run_name("transfer", seed=seed), parent=study,
+                               tags={**tags, "strategy": "transfer"}) as trial:
+                for fraction in settings["fractions"]:
+                    with tracker.stage(f"finetune-full-frac{fraction * 100:g}", parent=trial,
+                                       tags={**tags, "strategy": "transfer"}) as st:
+                        metrics = run_finetuning(settings, datasets, st, scaling, None,
+                                                 fraction, "full", init_weights=transfer)
+                    rows.append({"method": "transfer", "mode": "full", "fraction": fraction,
                                  **metrics})
         table = pd.DataFrame(rows)
         study.log_table(table, "results.csv")
