@@ -54,10 +54,21 @@ def test_trained_policy_masks_are_harder_than_random(ray_session: None, tmp_path
     )
     history_rows: list[dict] = []
     net, history = train_policy(
-        config, PolicyBudget(images_per_epoch=256, time_budget_s=40, checkpoint_every=0),
-        on_iteration=lambda i, m: history_rows.append(m), progress=False)
-    assert len(history) == len(history_rows) >= 3
+        config, PolicyBudget(images_per_epoch=256, time_budget_s=40, checkpoint_every=5),
+        checkpoint_dir=tmp_path, on_iteration=lambda i, m: history_rows.append(m),
+        progress=False)
+    assert len(history) == len(history_rows) >= 5
     check = policy_vs_random(net, reconstruction, heldout, ratio=0.75, random_share=0.3)
     print(f"policy check: {check}; reward {history['charts/mean_reward'].iloc[0]:.5f} -> "
           f"{history['charts/mean_reward'].iloc[-1]:.5f} over {len(history)} iterations")
     assert check["policy_mask_recon_loss"] > check["random_mask_recon_loss"]
+
+    # A re-run continues from the last algorithm checkpoint (every 5 iterations): the history
+    # and the env-step count go on from there instead of starting over.
+    saved = 5 * (len(history) // 5)
+    _, resumed = train_policy(
+        config, PolicyBudget(images_per_epoch=256, max_iterations=saved + 2, checkpoint_every=0),
+        checkpoint_dir=tmp_path, progress=False)
+    assert len(resumed) == saved + 2
+    steps = resumed["charts/env_steps"].to_numpy()
+    assert steps[saved] > steps[saved - 1] == history["charts/env_steps"].iloc[saved - 1]

@@ -68,7 +68,12 @@ def iteration_metrics(result: dict[str, Any], seconds: float, previous_steps: in
     """The logged metrics of one ``algo.train()`` result and the lifetime env-step count."""
     runners = result.get("env_runners", {})
     learner = result.get("learners", {}).get("default_policy", {})
-    steps = int(runners.get("num_env_steps_sampled_lifetime", previous_steps) or 0)
+    # Count this iteration's steps (a restored algorithm may restart its lifetime counters).
+    sampled = runners.get("num_env_steps_sampled")
+    if sampled is None:
+        sampled = max(int(runners.get("num_env_steps_sampled_lifetime", 0) or 0) - previous_steps,
+                      0)
+    steps = previous_steps + int(sampled or 0)
     metrics = {REWARD: runners.get("episode_return_mean", math.nan), ENV_STEPS: steps,
                SPS: (steps - previous_steps) / max(seconds, 1e-9)}
     metrics.update({name: learner[key] for key, name in LEARNER_METRICS.items() if key in learner})
