@@ -17,6 +17,27 @@ from medmask.masking import PatchGrid, mask_seeds
 IMAGE_KEY = "image_key"  # int64 hash of the image id, written by the data pipeline
 
 
+POLICY_CHECKPOINT = "policy_checkpoint"  # masking param: a saved AHM policy to load
+
+
+def build_mask_strategy(masking: Mapping[str, Any]) -> Any:
+    """The mask strategy of a ``masking`` settings dict ({name, ratio, params}).
+
+    A learned strategy (``ahm``) is configured with a ``policy_checkpoint`` path: the policy is
+    loaded here, on the worker, with :func:`medmask.rl.load_policy` and handed to the strategy
+    as an ``nn.Module`` (the masking room never reads files).
+    """
+    from medmask.masking import create_mask_strategy
+
+    params = dict(masking.get("params", {}) or {})
+    checkpoint = params.pop(POLICY_CHECKPOINT, None)
+    if checkpoint is not None:
+        from medmask.rl import load_policy  # lazily: RLlib is heavy and only ahm needs it
+
+        params["policy"] = load_policy(checkpoint)
+    return create_mask_strategy(masking["name"], **params)
+
+
 def quiet_data_progress() -> None:
     """Per-epoch Ray Data progress bars from every worker drown the logs: the loops report
     their own per-epoch metrics instead."""

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from medmask.masking import create_mask_strategy
 from medmask.train._checkpoint import save_checkpoint
 from medmask.train._loop_utils import (
     StepTimer,
     autocast,
+    build_mask_strategy,
     checkpoint_dir,
     epoch_masks,
     images_nchw,
@@ -55,7 +55,7 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     model = create_model(config["model"]["name"], **config["model"].get("params", {}))
     grid = model.grid
     masking = config["masking"]
-    strategy = create_mask_strategy(masking["name"], **masking.get("params", {}))
+    strategy = build_mask_strategy(masking)
     ratio = float(masking["ratio"])
 
     batch_size = int(config["batch_size"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,11 @@ def pretrain_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pretraining(settings: dict[str, Any], datasets: dict[str, Any], stage: Any,
-                    scaling: ScalingSettings) -> Path:
-    """Pretrain (or reuse the cached checkpoint) and return the checkpoint folder."""
+                    scaling: ScalingSettings, callbacks: Sequence[Any] = ()) -> Path:
+    """Pretrain (or reuse the cached checkpoint) and return the checkpoint folder.
+
+    ``callbacks`` go to the ``TorchTrainer`` (Ray Train ``UserCallback`` s).
+    """
     from medmask.train._pretrain import pretrain_loop
 
     cache = PretrainCache(Path(settings["cache_dir"]) / "pretrain")
@@ -101,6 +105,7 @@ def run_pretraining(settings: dict[str, Any], datasets: dict[str, Any], stage: A
     trainer = build_trainer(
         pretrain_loop, loop_config, {"train": train}, scaling=scaling,
         storage_path=Path(settings["storage_dir"]), name=f"pretrain-{cache.entry(key).name}",
+        callbacks=callbacks,
     )
     result = trainer.fit()
     if result.checkpoint is None:
@@ -112,8 +117,11 @@ def run_pretraining(settings: dict[str, Any], datasets: dict[str, Any], stage: A
 
 def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: Any,
                    scaling: ScalingSettings, pretrained: Path | None, fraction: float,
-                   mode: str) -> dict[str, float]:
-    """Fine-tune on a label fraction, then evaluate on the test split; returns test metrics."""
+                   mode: str, callbacks: Sequence[Any] = ()) -> dict[str, float]:
+    """Fine-tune on a label fraction, then evaluate on the test split; returns test metrics.
+
+    ``callbacks`` go to the ``TorchTrainer`` (Ray Train ``UserCallback`` s).
+    """
     from medmask.eval import classification_metrics
     from medmask.train._finetune import build_classifier, finetune_loop, predict
 
@@ -140,6 +148,7 @@ def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: An
     trainer = build_trainer(
         finetune_loop, loop_config, {"train": train, "val": val}, scaling=scaling,
         storage_path=Path(settings["storage_dir"]), name=f"finetune-{stage.run_id[:8]}",
+        callbacks=callbacks,
     )
     result = trainer.fit()
     if result.checkpoint is None:
@@ -161,8 +170,9 @@ def reconstruction_gallery(settings: dict[str, Any], checkpoint: Path, dataset: 
                            count: int = 4) -> np.ndarray:
     """Original / masked / reconstruction of a few images (uint8 RGB gallery)."""
     from medmask.eval.figures import mask_gallery
-    from medmask.masking import apply_patch_mask, create_mask_strategy
+    from medmask.masking import apply_patch_mask
     from medmask.models import create_model
+    from medmask.train._loop_utils import build_mask_strategy
 
     model = create_model(settings["model"]["name"], **settings["model"].get("params", {}))
     model.load_state_dict(load_checkpoint(checkpoint)["model"])
@@ -170,7 +180,7 @@ def reconstruction_gallery(settings: dict[str, Any], checkpoint: Path, dataset: 
     rows = train_view(dataset).take_batch(count, batch_format="numpy")
     images = torch.from_numpy(np.asarray(rows[C.IMAGE]))[:, None].float()
     masking = settings["masking"]
-    strategy = create_mask_strategy(masking["name"], **masking.get("params", {}))
+    strategy = build_mask_strategy(masking)
     batch = {k: torch.from_numpy(np.asarray(v)) for k, v in rows.items()}
     mask = strategy(batch, model.grid, float(masking["ratio"]),
                     generator=torch.Generator().manual_seed(0))
