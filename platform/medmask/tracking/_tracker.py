@@ -320,17 +320,18 @@ class Tracker:
         A resumed Tune trial calls this with its trial id: the run its interrupted first
         attempt left open is closed (``KILLED``), so each trial has one finished run.
         """
-        query = f"tags.`{tag}` = '{value}' and attributes.status = 'RUNNING'"
-        stale = [r.info.run_id for r in self.client.search_runs([self.experiment_id], query)]
+        stale = self._running(f"tags.`{tag}` = '{value}'")
         closed = []
         while stale:
             run_id = stale.pop()
             self.client.set_terminated(run_id, status)
             closed.append(run_id)
-            children = f"tags.`{PARENT_TAG}` = '{run_id}' and attributes.status = 'RUNNING'"
-            stale += [r.info.run_id
-                      for r in self.client.search_runs([self.experiment_id], children)]
+            stale += self._running(f"tags.`{PARENT_TAG}` = '{run_id}'")
         return closed
+
+    def _running(self, query: str) -> list[str]:
+        runs = self.client.search_runs([self.experiment_id], query)
+        return [r.info.run_id for r in runs if r.info.status == "RUNNING"]
 
     def study(self, name: str, **kw: Any) -> Any:
         return self.run(name, kind="study", **kw)
