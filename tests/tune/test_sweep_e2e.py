@@ -109,7 +109,9 @@ def test_sweep_logs_run_tree_to_server_and_resumes(ray_session, mlflow_server, t
     expected = {f"{s}-r{r:g}-frac100-s0" for s in ("random", "rgmim") for r in RATIOS}
     assert set(second.trials["trial"]) == expected
 
-    runs = client.search_runs([tracker.experiment_id], "attributes.status = 'FINISHED'")
+    every_run = client.search_runs([tracker.experiment_id], "")
+    assert not [r.info.run_name for r in every_run if r.info.status == "RUNNING"]
+    runs = [r for r in every_run if r.info.status == "FINISHED"]
     by_kind: dict[str, list] = {"study": [], "trial": [], "stage": []}
     for run in runs:
         by_kind[run.data.tags[KIND_TAG]].append(run)

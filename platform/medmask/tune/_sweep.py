@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from ray.tune import Callback
 
 from medmask.tune._space import SweepSpec, param_space, trial_settings, trial_values, validate_sweep
 from medmask.tune._summary import metric_plot, pivot_text, summary_table
-from medmask.tune._trainable import sweep_trial
+from medmask.tune._trainable import TRIAL_ID_TAG, sweep_trial
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def run_sweep(
             tune.with_parameters(sweep_trial, base=settings, context=context),
             dict(concurrency.trial_resources or DEFAULT_TRIAL_RESOURCES),
         )
-        tuner = _tuner(trainable, spec, path, concurrency, stopper, callbacks, restored)
+        tuner = _tuner(trainable, spec, path, concurrency, stopper, callbacks, restored,
+                       (tracker.uri, tracker.experiment))
         grid = tuner.fit()
         trials = trial_table(grid, settings, spec)
         if len(trials) < len(grid):
@@ -132,8 +134,27 @@ def run_sweep(
     return SweepResult(trials, summary, path, study.run_id, restored)
 
 
+class CloseStaleRuns(Callback):
+    """Ends the MLflow runs of trials stopped early (e.g. by ASHA) as ``KILLED``.
+
+    A stopped trial's actor is killed mid-stage, so its trial and stage runs would stay
+    RUNNING; they are closed when Tune completes the trial (finished runs are left alone).
+    """
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri, self.experiment = uri, experiment
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        from medmask.tracking import Tracker
+
+        closed = Tracker(self.uri, self.experiment).close_stale(TRIAL_ID_TAG, trial.trial_id)
+        if closed:
+            log.info("trial %s stopped early: %d run(s) ended KILLED", trial, len(closed))
+
+
 def _tuner(trainable: Any, spec: SweepSpec, path: Path, concurrency: Concurrency,
-           stopper: Any, callbacks: Sequence[Any], restored: bool) -> Any:
+           stopper: Any, callbacks: Sequence[Any], restored: bool,
+           tracking: tuple[str, str]) -> Any:
     from ray import tune
 
     if restored:
@@ -152,7 +173,7 @@ def _tuner(trainable: Any, spec: SweepSpec, path: Path, concurrency: Concurrency
             name=path.name,
             storage_path=str(path.parent),
             stop=stopper,
-            callbacks=list(callbacks),
+            callbacks=[*callbacks, CloseStaleRuns(*tracking)],
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
