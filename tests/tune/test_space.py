@@ -103,3 +103,27 @@ def test_asha_scheduler_and_concurrency():
     four_by_two = {"num_workers": 4, "resources_per_worker": {"CPU": 2}}
     assert auto_max_concurrent_trials(16, four_by_two) == 2
     assert auto_max_concurrent_trials(1, {"num_workers": 2}) == 1
+
+
+def test_pretrain_lock_serializes_trials_sharing_a_pretraining(tmp_path):
+    import threading
+    import time
+
+    from medmask.tune import pretrain_lock
+
+    base = tiny_settings(tmp_path)
+    same = trial_settings(base, {"fraction": 0.1}, STRATEGIES)  # only fine-tuning differs
+    events: list[str] = []
+
+    def hold(settings: dict, name: str) -> None:
+        with pretrain_lock(settings):
+            events.append(f"{name}+")
+            time.sleep(0.2)
+            events.append(f"{name}-")
+
+    threads = [threading.Thread(target=hold, args=(s, n)) for s, n in ((base, "a"), (same, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert events in (["a+", "a-", "b+", "b-"], ["b+", "b-", "a+", "a-"])
