@@ -297,6 +297,42 @@ class Tracker:
             raise
         self.client.set_terminated(run.run_id, "FINISHED")
 
+    def get(self, run_id: str) -> Run:
+        """An existing run by id (e.g. the study run a Tune trial nests under)."""
+        info = self.client.get_run(run_id).info
+        return Run(self.uri, run_id, info.run_name, info.experiment_id)
+
+    @contextmanager
+    def reopen(self, run_id: str) -> Iterator[Run]:
+        """Continue an existing run (a resumed sweep's study run), ending it as :meth:`run`."""
+        run = self.get(run_id)
+        self.client.update_run(run_id, status="RUNNING")
+        try:
+            yield run
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def close_stale(self, tag: str, value: str, status: str = "KILLED") -> list[str]:
+        """End the still-RUNNING runs tagged ``tag=value`` and their RUNNING descendants.
+
+        A resumed Tune trial calls this with its trial id: the run its interrupted first
+        attempt left open is closed (``KILLED``), so each trial has one finished run.
+        """
+        stale = self._running(f"tags.`{tag}` = '{value}'")
+        closed = []
+        while stale:
+            run_id = stale.pop()
+            self.client.set_terminated(run_id, status)
+            closed.append(run_id)
+            stale += self._running(f"tags.`{PARENT_TAG}` = '{run_id}'")
+        return closed
+
+    def _running(self, query: str) -> list[str]:
+        runs = self.client.search_runs([self.experiment_id], query)
+        return [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+
     def study(self, name: str, **kw: Any) -> Any:
         return self.run(name, kind="study", **kw)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,11 @@ def pretrain_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pretraining(settings: dict[str, Any], datasets: dict[str, Any], stage: Any,
-                    scaling: ScalingSettings) -> Path:
-    """Pretrain (or reuse the cached checkpoint) and return the checkpoint folder."""
+                    scaling: ScalingSettings, callbacks: Sequence[Any] = ()) -> Path:
+    """Pretrain (or reuse the cached checkpoint) and return the checkpoint folder.
+
+    ``callbacks`` go to the ``TorchTrainer`` (Ray Train ``UserCallback`` s).
+    """
     from medmask.train._pretrain import pretrain_loop
 
     cache = PretrainCache(Path(settings["cache_dir"]) / "pretrain")
@@ -105,6 +109,7 @@ def run_pretraining(settings: dict[str, Any], datasets: dict[str, Any], stage: A
     trainer = build_trainer(
         pretrain_loop, loop_config, {"train": train}, scaling=scaling,
         storage_path=Path(settings["storage_dir"]), name=f"pretrain-{cache.entry(key).name}",
+        callbacks=callbacks,
     )
     result = trainer.fit()
     if result.checkpoint is None:
@@ -116,12 +121,14 @@ def run_pretraining(settings: dict[str, Any], datasets: dict[str, Any], stage: A
 
 def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: Any,
                    scaling: ScalingSettings, pretrained: Path | None, fraction: float,
-                   mode: str, init_weights: dict[str, Any] | None = None) -> dict[str, float]:
+                   mode: str, init_weights: dict[str, Any] | None = None,
+                   callbacks: Sequence[Any] = ()) -> dict[str, float]:
     """Fine-tune on a label fraction, then evaluate on the test split; returns test metrics.
 
     ``pretrained`` is a pretraining checkpoint folder; ``init_weights`` ({weights, prefix}) a
     local weights file for the Transfer baseline (what loaded is logged as
-    ``transfer_weights.json``); neither = From Scratch.
+    ``transfer_weights.json``); neither = From Scratch. ``callbacks`` go to the
+    ``TorchTrainer`` (Ray Train ``UserCallback`` s).
     """
     from medmask.eval import classification_metrics
     from medmask.train._finetune import build_classifier, finetune_loop, predict
@@ -154,6 +161,7 @@ def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: An
     trainer = build_trainer(
         finetune_loop, loop_config, {"train": train, "val": val}, scaling=scaling,
         storage_path=Path(settings["storage_dir"]), name=f"finetune-{stage.run_id[:8]}",
+        callbacks=callbacks,
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -6,7 +6,7 @@ built here, so the same loop runs on 1 CPU and on N GPUs by changing :class:`Sca
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,13 @@ def build_trainer(
     storage_path: str | Path,
     name: str,
     split_datasets: tuple[str, ...] = ("train",),
+    callbacks: Sequence[Any] = (),
 ) -> Any:
-    """A ``TorchTrainer`` for ``loop`` with checkpoints kept and resume after worker failure."""
+    """A ``TorchTrainer`` for ``loop`` with checkpoints kept and resume after worker failure.
+
+    ``callbacks`` are Ray Train ``UserCallback`` s (e.g. Tune's report callback when the
+    trainer runs inside a Tune trial).
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -53,6 +58,7 @@ def build_trainer(
             storage_path=str(Path(storage_path).resolve()),
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=scaling.keep_checkpoints),
+            callbacks=list(callbacks),
         ),
         datasets=dict(datasets),
         dataset_config=ray.train.DataConfig(datasets_to_split=list(split_datasets)),

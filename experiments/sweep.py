@@ -1,0 +1,85 @@
+"""Sweeps: a Ray Tune study over the MIM pipeline, compared in the MLflow UI.
+
+    python experiments/sweep.py                                  # sweep=masking_ratio (quick)
+    python experiments/sweep.py sweep.space.ratio=[0.15,0.3,0.45,0.6,0.75,0.9]   # RGMIM Table 3
+    python experiments/sweep.py sweep=label_fraction                              # RGMIM Table 2
+    python experiments/sweep.py sweep=ahm_random_share sweep.strategies.ahm.policy_checkpoint=P
+    python experiments/sweep.py tracking=server tracking.uri=http://127.0.0.1:5000 cluster=ray
+
+Each trial fits the pretraining and fine-tuning TorchTrainers (medmask.tune); an interrupted
+sweep continues when the same command runs again (Tuner.restore, finished trials kept).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import init_ray, log, make_tracker, to_dict  # noqa: E402
+from _mim import mim_settings  # noqa: E402
+
+
+def sweep_settings(cfg: DictConfig) -> tuple[dict[str, Any], Any]:
+    """The base MIM settings and the :class:`SweepSpec`, validated before any compute."""
+    from medmask.tune import SweepSpec, validate_sweep
+
+    if cfg.data.name != "phantom":
+        raise ValueError(f"sweeps run on data=phantom for now, got data={cfg.data.name}")
+    settings = mim_settings(cfg)
+    spec = SweepSpec.from_dict(to_dict(cfg.sweep))
+    validate_sweep(settings, spec)
+    return settings, spec
+
+
+def concurrency(cluster: DictConfig, scaling: dict[str, Any]) -> Any:
+    """Trials at once from the cluster group (null: as many as the CPUs allow)."""
+    import ray
+
+    from medmask.tune import Concurrency, auto_max_concurrent_trials
+
+    limit = cluster.get("max_concurrent_trials")
+    if limit is None:
+        limit = auto_max_concurrent_trials(ray.cluster_resources().get("CPU", 1), scaling)
+    resources = cluster.get("trial_resources")
+    return Concurrency(int(limit), to_dict(resources) if resources is not None else None)
+
+
+def run(cfg: DictConfig) -> Any:
+    from medmask.tune import run_sweep
+
+    settings, spec = sweep_settings(cfg)
+    tracker = make_tracker(cfg.tracking)  # fails fast (or falls back) before any compute
+    init_ray(cfg.cluster)
+    stopper = None
+    if cfg.sweep.get("time_budget_s"):
+        from ray.tune.stopper import TimeoutStopper
+
+        stopper = TimeoutStopper(float(cfg.sweep.time_budget_s))
+    parallel = concurrency(cfg.cluster, settings["scaling"])
+    log.info("sweep %s: up to %d trial(s) at once", spec.name, parallel.max_concurrent_trials)
+    result = run_sweep(
+        settings, spec, tracker, storage_dir=Path(cfg.sweep_dir), concurrency=parallel,
+        resume=str(cfg.sweep.resume), stopper=stopper,
+        log_checkpoints=bool(cfg.sweep.log_checkpoints),
+    )
+    where = f" (tracking server {tracker.unreachable_uri} was unreachable)" \
+        if tracker.unreachable_uri else ""
+    print(f"MLflow: {tracker.uri}{where}, experiment {tracker.experiment!r}, study run "
+          f"{result.study_run_id}; tables and plot also in {result.path}")
+    if tracker.uri.startswith("sqlite:///"):
+        print(f"  mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1 --port 5000")
+    return result
+
+
+@hydra.main(config_path="../configs", config_name="sweep", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""What a sweep varies: its spec, Tune's search space, and each trial's resolved settings.
+
+A sweep varies a few named hyperparameters (:data:`SWEEP_PARAMS`) of the MIM study's settings
+dict (the one :func:`medmask.train.run_mim_study` takes). Every trial gets the base settings
+with its values applied by :func:`trial_settings`, and a readable name from
+:func:`trial_name` (``rgmim-r0.75-frac10-s0``), never Ray's trial id.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# sweep parameter -> what it sets in the settings dict
+SWEEP_PARAMS: dict[str, str] = {
+    "strategy": "masking.name (and masking.params from the strategy's params)",
+    "ratio": "masking.ratio",
+    "fraction": "fractions (the one label fraction fine-tuned on)",
+    "mode": "modes (full | linear_probe)",
+    "random_share": "masking.params.random_share (AHM's p, Table V; strategy ahm only)",
+    "patch_size": "model.params.patch_size",
+    "seed": "seed",
+}
+SEARCH_KINDS = ("grid", "random")
+AHM = "ahm"
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """An optional early-stopping scheduler (``name``: fifo | asha)."""
+
+    name: str = "fifo"
+    metric: str = "finetune/val/accuracy"
+    mode: str = "max"
+    time_attr: str = "training_iteration"
+    grace_period: int = 1
+    max_t: int = 100
+    reduction_factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep as the Hydra ``sweep`` group describes it.
+
+    Args:
+        name: the study's name (MLflow study run and Tune experiment).
+        space: sweep parameter -> a list of values (grid points, or choices for random
+            search) or, for random search, a range ``{low, high, log}``.
+        search: ``grid`` (every combination, ``num_samples`` times) or ``random``.
+        num_samples: Tune's ``num_samples`` (random search: trials drawn).
+        strategies: strategy name -> its masking params (``ahm`` needs
+            ``policy_checkpoint``).
+        metric: the test metric the summary compares (``accuracy``, ``auc_mean``, ...).
+        x: the summary's x axis (a column of the trial table, e.g. ``ratio``).
+        group: one plot line per value of this column (e.g. ``strategy``).
+        scheduler: optional early stopping (ASHA).
+    """
+
+    name: str
+    space: Mapping[str, Any]
+    search: str = "grid"
+    num_samples: int = 1
+    strategies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    metric: str = "accuracy"
+    x: str = "ratio"
+    group: str = "strategy"
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+
+    def __post_init__(self) -> None:
+        if self.search not in SEARCH_KINDS:
+            raise ValueError(f"sweep.search must be one of {SEARCH_KINDS}, got {self.search!r}")
+        unknown = sorted(set(self.space) - set(SWEEP_PARAMS))
+        if unknown:
+            raise ValueError(
+                f"unknown sweep parameter(s) {unknown}; valid: {sorted(SWEEP_PARAMS)}")
+        if not self.space:
+            raise ValueError("sweep.space is empty: name at least one of "
+                             f"{sorted(SWEEP_PARAMS)}")
+        for key, values in self.space.items():
+            _check_values(key, values, self.search)
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> SweepSpec:
+        """From the plain dict of the Hydra ``sweep`` group (unknown keys are ignored)."""
+        scheduler = dict(config.get("scheduler") or {})
+        return cls(
+            name=str(config["name"]),
+            space=dict(config["space"]),
+            search=str(config.get("search", "grid")),
+            num_samples=int(config.get("num_samples", 1)),
+            strategies={k: dict(v or {}) for k, v in (config.get("strategies") or {}).items()},
+            metric=str(config.get("metric", "accuracy")),
+            x=str(config.get("x", "ratio")),
+            group=str(config.get("group", "strategy")),
+            scheduler=SchedulerSpec(**scheduler),
+        )
+
+
+def _check_values(key: str, values: Any, search: str) -> None:
+    if isinstance(values, Mapping):
+        if search != "random":
+            raise ValueError(f"sweep.space.{key}: a range {dict(values)} needs search=random; "
+                             "grid search takes a list of values")
+        missing = {"low", "high"} - set(values)
+        if missing:
+            raise ValueError(f"sweep.space.{key}: a range needs low and high, got {dict(values)}")
+        return
+    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) == 0:
+        raise ValueError(f"sweep.space.{key} must be a non-empty list of values, got {values!r}")
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    """Tune's ``param_space``: grid_search lists, or choice/uniform/loguniform for random."""
+    from ray import tune
+
+    space: dict[str, Any] = {}
+    for key, values in spec.space.items():
+        if isinstance(values, Mapping):
+            low, high = float(values["low"]), float(values["high"])
+            space[key] = tune.loguniform(low, high) if values.get("log") else tune.uniform(
+                low, high)
+        elif spec.search == "grid":
+            space[key] = tune.grid_search(list(values))
+        else:
+            space[key] = tune.choice(list(values))
+    return space
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every combination of the listed values (ranges contribute their bounds)."""
+    keys = list(spec.space)
+    options = [
+        [v["low"], v["high"]] if isinstance(v, Mapping) else list(v)
+        for v in spec.space.values()
+    ]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*options)]
+
+
+def trial_settings(
+    base: Mapping[str, Any], params: Mapping[str, Any], strategies: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The base settings with one trial's sweep parameters applied (see :data:`SWEEP_PARAMS`).
+
+    Raises:
+        ValueError: for an unknown parameter or strategy, a ``random_share`` on a strategy other
+            than ahm, an ahm trial without ``policy_checkpoint``, or several label fractions
+            or modes in one trial.
+    """
+    unknown = sorted(set(params) - set(SWEEP_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown sweep parameter(s) {unknown}; valid: {sorted(SWEEP_PARAMS)}")
+    settings = copy.deepcopy(dict(base))
+    masking = settings["masking"]
+    if "strategy" in params:
+        name = str(params["strategy"])
+        if name not in strategies:
+            raise ValueError(f"unknown strategy {name!r} in the sweep; configured strategies: "
+                             f"{sorted(strategies)} (sweep.strategies)")
+        masking["name"] = name
+        masking["params"] = copy.deepcopy(dict(strategies[name]))
+    if "ratio" in params:
+        masking["ratio"] = float(params["ratio"])
+    if "random_share" in params:
+        if masking["name"] != AHM:
+            raise ValueError(f"random_share is AHM's p: it needs strategy={AHM}, got "
+                             f"strategy={masking['name']!r}")
+        masking["params"]["random_share"] = float(params["random_share"])
+    if "patch_size" in params:
+        settings["model"].setdefault("params", {})["patch_size"] = int(params["patch_size"])
+    if "seed" in params:
+        settings["seed"] = int(params["seed"])
+    if "fraction" in params:
+        settings["fractions"] = [float(params["fraction"])]
+    if "mode" in params:
+        settings["modes"] = [str(params["mode"])]
+    _check_trial(settings)
+    return settings
+
+
+def _check_trial(settings: Mapping[str, Any]) -> None:
+    for key in ("fractions", "modes"):
+        if len(settings[key]) != 1:
+            raise ValueError(f"a sweep trial fine-tunes one label fraction and one mode: set "
+                             f"{key} to one value or sweep it, got {key}={settings[key]}")
+    masking = settings["masking"]
+    if masking["name"] == AHM and not masking["params"].get("policy_checkpoint"):
+        raise ValueError("strategy ahm needs a trained policy: set "
+                         "sweep.strategies.ahm.policy_checkpoint=PATH (saved with medmask.rl)")
+
+
+def trial_values(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a trial is compared by (the trial table's columns and the run's tags)."""
+    masking = settings["masking"]
+    values = {
+        "strategy": masking["name"],
+        "ratio": float(masking["ratio"]),
+        "fraction": float(settings["fractions"][0]),
+        "mode": settings["modes"][0],
+        "seed": int(settings["seed"]),
+        "patch_size": settings["model"].get("params", {}).get("patch_size"),
+    }
+    if masking["name"] == AHM:
+        values["random_share"] = float(masking["params"].get("random_share", 0.3))
+    return values
+
+
+def trial_name(settings: Mapping[str, Any], swept: Sequence[str] = ()) -> str:
+    """``rgmim-r0.75-frac10-s0``; AHM's p and the patch size join when they are swept."""
+    from medmask.tracking import run_name
+
+    values = trial_values(settings)
+    extra: dict[str, Any] = {}
+    if "random_share" in swept:
+        extra["p"] = f"{values['random_share']:g}"
+    if "patch_size" in swept:
+        extra["patch"] = values["patch_size"]
+    if "mode" in swept:
+        extra["m"] = values["mode"]
+    return run_name(values["strategy"], ratio=values["ratio"], fraction=values["fraction"],
+                    seed=values["seed"], **extra)
+
+
+def validate_sweep(base: Mapping[str, Any], spec: SweepSpec) -> int:
+    """Resolve every grid point before any compute; returns the number of grid points."""
+    points = grid_points(spec)
+    for point in points:
+        trial_settings(base, point, spec.strategies)
+    return len(points)

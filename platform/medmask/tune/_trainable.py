@@ -1,0 +1,132 @@
+"""The function trainable of a sweep: one Tune trial = pretrain + fine-tune ``TorchTrainer`` s.
+
+Ray 2.60's way of joining Tune and Train (V2): the trial function builds and fits the
+``TorchTrainer`` itself, with Ray's :class:`~ray.tune.integration.ray_train.TuneReportCallback`
+forwarding every epoch report of the Train workers to Tune (so ASHA sees them), and reports the
+trial's test metrics at the end. The stages reuse the MIM study's own functions
+(:func:`run_pretraining` with its config-hash cache, :func:`run_finetuning`); nothing of the
+training loops is duplicated here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from medmask.tune._space import trial_name, trial_settings, trial_values
+
+log = logging.getLogger(__name__)
+
+TRIAL_ID_TAG = "ray_trial_id"  # Ray's trial id, a tag only: the run name says what it is
+
+
+class StageReportCallback(TuneReportCallback):
+    """Tune's report callback with the stage as a metric prefix (``pretrain/train/loss``).
+
+    Pretraining and fine-tuning both report ``train/loss``; the prefix keeps their curves
+    apart in Tune's results and for a scheduler's metric.
+    """
+
+    def __init__(self, stage: str) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
+                     checkpoint: Any) -> None:
+        prefixed = [{f"{self.stage}/{k}": v for k, v in m.items()} for m in metrics]
+        super().after_report(run_context, prefixed, checkpoint)
+
+
+@contextmanager
+def pretrain_lock(settings: Mapping[str, Any]) -> Iterator[None]:
+    """Serialize pretraining per cache key: concurrent trials that differ only in fine-tuning
+    wait for the first one's checkpoint instead of pretraining the same encoder twice.
+
+    A file lock beside the cache (on a cluster, ``cache_dir`` must be shared storage).
+    """
+    from medmask.train import config_hash
+    from medmask.train._study import pretrain_settings
+
+    root = Path(settings["cache_dir"]) / "pretrain"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{config_hash(pretrain_settings(dict(settings)))}.lock"
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sweep_trial(config: dict[str, Any], base: dict[str, Any], context: dict[str, Any]) -> None:
+    """The Tune trial function: ``config`` holds this trial's sweep parameters.
+
+    Args:
+        config: the sampled sweep parameters (``strategy``, ``ratio``, ``seed``, ...).
+        base: the MIM settings every trial starts from.
+        context: ``uri``, ``experiment``, ``study_run_id``, ``strategies``, ``swept`` and
+            ``log_checkpoints`` (bound with ``tune.with_parameters``).
+    """
+    from ray import tune
+
+    from medmask.tracking import Tracker, tune_trial_run
+    from medmask.train._loop_utils import quiet_data_progress
+
+    quiet_data_progress()
+    settings = trial_settings(base, config, context["strategies"])
+    name = trial_name(settings, context["swept"])
+    values = trial_values(settings)
+    tracker = Tracker(context["uri"], context["experiment"])
+    study = tracker.get(context["study_run_id"])
+    trial_id = tune.get_context().get_trial_id()
+    closed = tracker.close_stale(TRIAL_ID_TAG, trial_id)  # runs of an interrupted attempt
+    if closed:
+        log.info("trial %s resumed: closed %d stale run(s) of its first attempt", name,
+                 len(closed))
+    tags = {**{k: v for k, v in values.items() if v is not None},
+            "dataset": settings["data"]["name"], "sweep": context["sweep"],
+            TRIAL_ID_TAG: trial_id}
+    with tune_trial_run(tracker, name, study, params=config, tags=tags) as trial:
+        trial.log_params(settings)
+        metrics = run_trial_stages(settings, tracker, trial, tags,
+                                   log_checkpoints=bool(context.get("log_checkpoints")))
+        trial.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+    tune.report({f"test/{k}": v for k, v in metrics.items()} | {"trial_name": name})
+
+
+def run_trial_stages(settings: dict[str, Any], tracker: Any, trial: Any,
+                     tags: Mapping[str, Any], *, log_checkpoints: bool) -> dict[str, float]:
+    """Pretrain (cached by config hash) and fine-tune + test, as stage runs of ``trial``."""
+    from medmask.train import ScalingSettings
+    from medmask.train._study import (
+        phantom_splits,
+        reconstruction_gallery,
+        run_finetuning,
+        run_pretraining,
+    )
+
+    seed = int(settings["seed"])
+    scaling = ScalingSettings(**settings["scaling"])
+    datasets = {k: v.materialize() for k, v in phantom_splits(settings["data"], seed).items()}
+    with tracker.stage("pretrain", parent=trial, tags=tags) as stage:
+        start = time.perf_counter()
+        with pretrain_lock(settings):
+            checkpoint = run_pretraining(settings, datasets, stage, scaling,
+                                         callbacks=[StageReportCallback("pretrain")])
+        stage.log_metrics({"wall_s": time.perf_counter() - start})
+        stage.log_image(reconstruction_gallery(settings, checkpoint, datasets["val"]),
+                        "reconstruction_gallery.png")
+        if log_checkpoints:
+            stage.log_artifact(checkpoint / "checkpoint.pt", "checkpoint")
+    fraction, mode = float(settings["fractions"][0]), str(settings["modes"][0])
+    with tracker.stage("finetune", parent=trial,
+                       tags={**tags, "fraction": fraction, "mode": mode}) as stage:
+        return run_finetuning(settings, datasets, stage, scaling, checkpoint, fraction, mode,
+                              callbacks=[StageReportCallback("finetune")])

@@ -1,0 +1,64 @@
+"""experiments/sweep.py: the ready sweep configs compose, validate and fail fast (no Ray)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from medmask.tracking import TrackingUnavailableError
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+import sweep as sweep_experiment  # noqa: E402
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("sweep", overrides=list(overrides))
+
+
+def test_masking_ratio_is_the_quick_grid_and_table3_one_override_away():
+    settings, spec = sweep_experiment.sweep_settings(_compose())
+    assert spec.name == "masking_ratio" and spec.search == "grid"
+    assert dict(spec.space) == {"strategy": ["random", "rgmim"], "ratio": [0.3, 0.6, 0.9],
+                                "seed": [0]}
+    assert settings["fractions"] == [1.0] and settings["modes"] == ["full"]
+    assert _compose("sweep=masking_ratio").tracking.experiment == "sweep-masking_ratio"
+    _, full = sweep_experiment.sweep_settings(
+        _compose("sweep.space.ratio=[0.15,0.3,0.45,0.6,0.75,0.9]"))
+    assert full.space["ratio"] == [0.15, 0.3, 0.45, 0.6, 0.75, 0.9]
+
+
+def test_label_fraction_sweeps_fractions():
+    settings, spec = sweep_experiment.sweep_settings(_compose("sweep=label_fraction"))
+    assert spec.x == "fraction" and spec.space["fraction"] == [0.1, 0.5, 1.0]
+
+
+def test_ahm_random_share_needs_a_policy_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="policy_checkpoint"):
+        sweep_experiment.sweep_settings(_compose("sweep=ahm_random_share"))
+    policy = tmp_path / "policy.pt"
+    _, spec = sweep_experiment.sweep_settings(_compose(
+        "sweep=ahm_random_share", f"sweep.strategies.ahm.policy_checkpoint={policy}"))
+    assert spec.x == "random_share" and spec.space["random_share"][0] == 0.0
+
+
+def test_unreachable_server_fails_before_ray_starts(monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def no_ray(_cluster):
+        raise AssertionError("Ray was started although the tracking server is down")
+
+    monkeypatch.setattr(sweep_experiment, "init_ray", no_ray)
+    cfg = _compose("tracking=server", f"tracking.uri=http://127.0.0.1:{port}")
+    start = time.perf_counter()
+    with pytest.raises(TrackingUnavailableError, match=str(port)):
+        sweep_experiment.run(cfg)
+    assert time.perf_counter() - start < 10

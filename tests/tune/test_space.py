@@ -1,0 +1,129 @@
+"""Sweep specs, Tune search spaces, trial settings and names (no Ray cluster needed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from ray import tune
+
+from medmask.tune import (
+    SchedulerSpec,
+    SweepSpec,
+    auto_max_concurrent_trials,
+    build_scheduler,
+    grid_points,
+    param_space,
+    trial_name,
+    trial_settings,
+    trial_values,
+    validate_sweep,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny import STRATEGIES, tiny_settings  # noqa: E402
+
+AHM = {"ahm": {"random_share": 0.3, "policy_checkpoint": "/policies/p.pt"}}
+
+
+def test_trial_settings_apply_each_parameter(tmp_path):
+    base = tiny_settings(tmp_path)
+    params = {"strategy": "rgmim", "ratio": 0.45, "fraction": 0.1, "seed": 2, "patch_size": 4,
+              "mode": "linear_probe"}
+    settings = trial_settings(base, params, STRATEGIES)
+    assert settings["masking"] == {"name": "rgmim", "ratio": 0.45,
+                                   "params": {"valid_labels": [1, 2], "min_overlap": 0.0}}
+    assert settings["fractions"] == [0.1] and settings["modes"] == ["linear_probe"]
+    assert settings["seed"] == 2 and settings["model"]["params"]["patch_size"] == 4
+    assert base["masking"]["name"] == "random" and base["seed"] == 0  # base untouched
+    assert trial_name(settings) == "rgmim-r0.45-frac10-s2"
+    assert (trial_name(settings, ["patch_size", "mode"])
+            == "rgmim-r0.45-frac10-patch4-mlinear_probe-s2")
+
+
+def test_ahm_trials_take_random_share_and_need_a_policy(tmp_path):
+    base = tiny_settings(tmp_path)
+    settings = trial_settings(base, {"strategy": "ahm", "random_share": 0.1, "ratio": 0.6}, AHM)
+    assert settings["masking"]["params"] == {"random_share": 0.1,
+                                             "policy_checkpoint": "/policies/p.pt"}
+    assert trial_values(settings)["random_share"] == 0.1
+    assert trial_name(settings, ["random_share"]) == "ahm-r0.6-frac100-p0.1-s0"
+    with pytest.raises(ValueError, match="policy_checkpoint"):
+        trial_settings(base, {"strategy": "ahm"}, {"ahm": {"policy_checkpoint": None}})
+    with pytest.raises(ValueError, match="needs strategy=ahm"):
+        trial_settings(base, {"strategy": "random", "random_share": 0.1}, STRATEGIES)
+
+
+def test_bad_names_list_the_valid_choices(tmp_path):
+    base = tiny_settings(tmp_path)
+    with pytest.raises(ValueError, match=r"valid: \['fraction', 'mode', 'patch_size'"):
+        trial_settings(base, {"lr": 1.0}, STRATEGIES)
+    with pytest.raises(ValueError, match=r"configured strategies: \['random', 'rgmim'\]"):
+        trial_settings(base, {"strategy": "gaze"}, STRATEGIES)
+    with pytest.raises(ValueError, match="one label fraction"):
+        trial_settings({**base, "fractions": [0.1, 1.0]}, {"seed": 0}, STRATEGIES)
+    with pytest.raises(ValueError, match="search must be one of"):
+        SweepSpec(name="x", space={"seed": [0]}, search="bayes")
+    with pytest.raises(ValueError, match="unknown sweep parameter"):
+        SweepSpec(name="x", space={"depth": [1, 2]})
+    with pytest.raises(ValueError, match="needs search=random"):
+        SweepSpec(name="x", space={"ratio": {"low": 0.1, "high": 0.9}})
+    with pytest.raises(ValueError, match="non-empty list"):
+        SweepSpec(name="x", space={"ratio": 0.5})
+    with pytest.raises(ValueError, match="fifo"):
+        build_scheduler(SweepSpec(name="x", space={"seed": [0]},
+                                  scheduler=SchedulerSpec(name="pbt")))
+
+
+def test_grid_and_random_param_spaces(tmp_path):
+    grid = SweepSpec(name="g", space={"strategy": ["random", "rgmim"], "ratio": [0.3, 0.6, 0.9]},
+                     strategies=STRATEGIES)
+    space = param_space(grid)
+    assert space["ratio"] == tune.grid_search([0.3, 0.6, 0.9])
+    assert len(grid_points(grid)) == 6 == validate_sweep(tiny_settings(tmp_path), grid)
+    rand = SweepSpec.from_dict({"name": "r", "search": "random", "num_samples": 5,
+                                "space": {"strategy": ["random"],
+                                          "ratio": {"low": 0.1, "high": 0.9}},
+                                "strategies": STRATEGIES})
+    space = param_space(rand)
+    assert isinstance(space["strategy"], tune.search.sample.Categorical)
+    assert isinstance(space["ratio"], tune.search.sample.Float)
+    assert rand.num_samples == 5
+
+
+def test_asha_scheduler_and_concurrency():
+    spec = SweepSpec(name="a", space={"seed": [0]},
+                     scheduler=SchedulerSpec(name="asha", grace_period=2, max_t=20))
+    scheduler = build_scheduler(spec)
+    assert type(scheduler).__name__ == "AsyncHyperBandScheduler"
+    assert scheduler.metric == "finetune/val/accuracy"
+    one_cpu = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
+    assert auto_max_concurrent_trials(2, one_cpu) == 2
+    four_by_two = {"num_workers": 4, "resources_per_worker": {"CPU": 2}}
+    assert auto_max_concurrent_trials(16, four_by_two) == 2
+    assert auto_max_concurrent_trials(1, {"num_workers": 2}) == 1
+
+
+def test_pretrain_lock_serializes_trials_sharing_a_pretraining(tmp_path):
+    import threading
+    import time
+
+    from medmask.tune import pretrain_lock
+
+    base = tiny_settings(tmp_path)
+    same = trial_settings(base, {"fraction": 0.1}, STRATEGIES)  # only fine-tuning differs
+    events: list[str] = []
+
+    def hold(settings: dict, name: str) -> None:
+        with pretrain_lock(settings):
+            events.append(f"{name}+")
+            time.sleep(0.2)
+            events.append(f"{name}-")
+
+    threads = [threading.Thread(target=hold, args=(s, n)) for s, n in ((base, "a"), (same, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert events in (["a+", "a-", "b+", "b-"], ["b+", "b-", "a+", "a-"])
