@@ -13,6 +13,7 @@ ID: Final = "id"  # unique image id within a dataset (str)
 PATH: Final = "path"  # absolute path of the image file (str), manifests only
 PATIENT: Final = "patient_id"  # patient identifier used for patient-level splits (str)
 IMAGE: Final = "image"  # H x W float32 in [0, 1] after decode
+IMAGE_KEY: Final = "image_key"  # int64 hash of the image id: seeds per-image masks
 ORGANS: Final = "organs"  # H x W uint8 label map (see ORGAN_* below)
 ORGANS_PATH: Final = "organs_path"  # path of an organ/lung mask file, manifests only
 LESION: Final = "lesion"  # H x W uint8 binary lesion mask

@@ -44,7 +44,7 @@ from medmask.data.chexmask import (
 )
 from medmask.data.imageio import ImageReadError, read_image, read_mask
 
-IMAGE_KEY = "image_key"  # int64 hash of the image id: seeds per-image masks
+IMAGE_KEY = C.IMAGE_KEY  # int64 hash of the image id: seeds per-image masks
 MASK_SEED = "mask_seed"  # int64 per-image mask seed from (seed, epoch, image key)
 BAD_IMAGE = "bad_image"  # bool: the image could not be decoded (kept, flagged, counted)
 BAD_MASK = "bad_mask"  # bool: the organ mask file could not be decoded (organs segmented)
