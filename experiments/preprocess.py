@@ -90,7 +90,7 @@ def main(cfg: DictConfig) -> dict:
             seed=int(cfg.seed),
             epoch=int(cfg.epoch),
             strategy_params=to_dict(masking.params),
-            segment=True,
+            segment=bool(cfg.data.get("segment_organs", True)),
             batch_size=int(cfg.batch_size),
             **_task_settings(cfg),
         )

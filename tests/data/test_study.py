@@ -111,3 +111,20 @@ def test_lgg_through_study_splits_has_lesions(ray_session, tmp_path):
             assert row[C.IMAGE].shape == (8, 8) and row[C.IMAGE].dtype == np.float32
             assert row[C.IMAGE].min() >= 0 and row[C.IMAGE].max() <= 1
             assert row[C.LESION].dtype == np.uint8 and row[C.LESION].any()
+
+
+def test_decathlon_volumes_through_study_splits(ray_session, tmp_path):
+    from tests.data.fixtures import write_decathlon
+
+    root = write_decathlon(tmp_path, cases=tuple(f"BRATS_{k:03d}" for k in range(1, 7)))
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / "decathlon.yaml"))
+    cfg.update(root=str(root), size=16, split_fractions={"train": 0.5, "val": 0.17,
+                                                          "test": 0.33})
+    datasets = study_splits(cfg, seed=1, batch_size=3)  # batches span two volumes
+    rows = {split: ds.take_all() for split, ds in datasets.items()}
+    assert {s: len(r) for s, r in rows.items()} == {"train": 12, "val": 4, "test": 8}
+    volumes = [{r[C.PATIENT] for r in part} for part in rows.values()]
+    assert sum(len(v) for v in volumes) == len(set().union(*volumes)) == 6  # by volume
+    for row in rows["train"]:
+        assert row[C.IMAGE].shape == (16, 16) and row[C.LESION].any()
+        assert abs(float(row[C.IMAGE].mean()) - 0.5) < 0.05

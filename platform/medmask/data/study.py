@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 PHANTOM = "phantom"
 # data-config keys the pipeline reads; every other key is an adapter option of load_manifest
 PIPELINE_KEYS = ("name", "root", "size", "chunk", "on_bad_image", "limit", "split_fractions",
-                 "n", "n_train", "n_val", "n_test")
+                 "segment_organs", "n", "n_train", "n_val", "n_test")
 PHANTOM_KEYS = ("size", "chunk", "n_train", "n_val", "n_test")
 STUDY_COLUMNS = (C.ID, C.PATIENT, C.IMAGE, C.IMAGE_KEY, C.LABEL, C.LABELS, C.ORGANS, C.LESION,
                  C.SPLIT, C.SOURCE)
