@@ -32,10 +32,9 @@ def source_dataset(cfg: DictConfig) -> tuple[Any, dict[str, float]]:
         return phantom_dataset(int(data.n), int(data.size), int(cfg.seed), int(data.chunk),
                                **tasks), {}
     from medmask.data.manifest import ATTR_DROPPED, load_manifest
+    from medmask.data.study import adapter_options
 
-    pipeline_keys = ("name", "root", "size", "chunk", "on_bad_image", "limit")
-    options = {k: v for k, v in to_dict(data).items() if k not in pipeline_keys}
-    manifest = load_manifest(data.name, data.root, **options)
+    manifest = load_manifest(data.name, data.root, **adapter_options(to_dict(data)))
     if data.get("limit"):
         manifest = manifest.head(int(data.limit))
     dropped = {f"manifest_dropped_{k}": float(v)
@@ -91,7 +90,7 @@ def main(cfg: DictConfig) -> dict:
             seed=int(cfg.seed),
             epoch=int(cfg.epoch),
             strategy_params=to_dict(masking.params),
-            segment=True,
+            segment=bool(cfg.data.get("segment_organs", True)),
             batch_size=int(cfg.batch_size),
             **_task_settings(cfg),
         )

@@ -265,3 +265,81 @@ def write_class_folders(root: Path, counts: dict[str, int]) -> Path:
         for i in range(n):
             write_png(root / name / f"{name}_{i}.png", (6, 6))
     return root
+
+
+# --- LGG FLAIR segmentation (Kaggle lgg-mri-segmentation) ---------------------------------
+
+LGG_CASES = ("TCGA_CS_4941_19960909", "TCGA_CS_4941_19970215", "TCGA_DU_5849_19950405",
+             "TCGA_HT_7879_19981009")
+
+
+def lgg_image(case_index: int, n: int, size: int = 16) -> np.ndarray:
+    """The RGB slice (pre-contrast, FLAIR, post-contrast); FLAIR varies, the others constant."""
+    flair = (np.arange(size * size).reshape(size, size) * (case_index + n) % 251).astype(np.uint8)
+    return np.stack([np.full((size, size), 10, np.uint8), flair,
+                     np.full((size, size), 200, np.uint8)], -1)
+
+
+def write_lgg(root: Path, cases: tuple[str, ...] = LGG_CASES, slices: int = 4,
+              empty: tuple[int, ...] = (1, 4), size: int = 16) -> Path:
+    """``kaggle_3m/<case>/<case>_<n>.tif`` (3-channel) + ``<case>_<n>_mask.tif`` (0/255).
+
+    Slices ``n in empty`` get an all-zero mask (the AHM paper removes them); ``data.csv`` and
+    ``README.md`` sit beside the cases as in the Kaggle archive.
+    """
+    base = root / "kaggle_3m"
+    for k, case in enumerate(cases):
+        folder = base / case
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(1, slices + 1):
+            rgb = lgg_image(k, n, size)
+            assert cv2.imwrite(str(folder / f"{case}_{n}.tif"), rgb[..., ::-1])  # OpenCV: BGR
+            mask = np.zeros((size, size), np.uint8)
+            if n not in empty:
+                mask[4:4 + n + 2, 5:11] = 255
+            assert cv2.imwrite(str(folder / f"{case}_{n}_mask.tif"), mask)
+    pd.DataFrame({"Patient": sorted({c[:12] for c in cases}), "RNASeqCluster": 2}).to_csv(
+        base / "data.csv", index=False)
+    (base / "README.md").write_text("LGG segmentation dataset\n")
+    return base
+
+
+# --- Medical Segmentation Decathlon (NIfTI) ----------------------------------------------
+
+
+def write_decathlon(root: Path, cases: tuple[str, ...] = ("BRATS_001", "BRATS_002", "BRATS_003"),
+                    shape: tuple[int, int, int] = (12, 10, 6), modalities: int = 2,
+                    empty: tuple[int, ...] = (0, 5), dataset_json: bool = True) -> Path:
+    """``imagesTr/<case>.nii.gz`` (4-D when ``modalities`` > 1), ``labelsTr/<case>.nii.gz``
+    (labels 0..3; slices ``empty`` without target), ``dataset.json`` and a ``._`` fork file."""
+    import json
+
+    import nibabel as nib
+
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    affine = np.eye(4)
+    for k, case in enumerate(cases):
+        image = rng.normal(100 + 10 * k, 20, (*shape, modalities)).astype(np.float32)
+        image[..., 0] += np.arange(shape[2], dtype=np.float32) * 5  # slice-dependent FLAIR
+        if modalities == 1:
+            image = image[..., 0]
+        labels = np.zeros(shape, np.uint8)
+        for z in range(shape[2]):
+            if z not in empty:
+                labels[2:6, 3:7, z] = 1 + z % 3
+        nib.Nifti1Image(image, affine).to_filename(str(root / "imagesTr" / f"{case}.nii.gz"))
+        nib.Nifti1Image(labels, affine).to_filename(str(root / "labelsTr" / f"{case}.nii.gz"))
+    (root / "imagesTr" / f"._{cases[0]}.nii.gz").write_bytes(b"\x00\x05\x16\x07 macOS fork")
+    if dataset_json:
+        (root / "dataset.json").write_text(json.dumps({
+            "name": "BRATS", "modality": {"0": "FLAIR", "1": "T1w"},
+            "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor",
+                       "3": "enhancing tumour"},
+            "numTraining": len(cases),
+            "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"}
+                         for c in cases],
+            "test": [],
+        }))
+    return root

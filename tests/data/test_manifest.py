@@ -10,7 +10,7 @@ from tests.data.fixtures import write_mimic_cxr
 
 def test_registry_names_match_the_hydra_group():
     assert list_manifest_loaders() == ["chexmask", "covid_radiography", "eyegaze", "folder",
-                                       "mimic_cxr", "nih_cxr14"]
+                                       "lgg_slices", "mimic_cxr", "nifti_volumes", "nih_cxr14"]
     with pytest.raises(ValueError, match="valid names"):
         load_manifest("covid", ".")
 

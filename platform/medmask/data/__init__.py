@@ -7,6 +7,7 @@ from medmask.data.manifest import (
     read_manifest,
     save_manifest,
 )
+from medmask.data.study import study_splits
 
 __all__ = [
     "check_manifest",
@@ -14,4 +15,5 @@ __all__ = [
     "load_manifest",
     "read_manifest",
     "save_manifest",
+    "study_splits",
 ]

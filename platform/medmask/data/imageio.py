@@ -23,9 +23,25 @@ class ImageReadError(ValueError):
     """An image or mask file is missing, unreadable, truncated or of an unexpected size."""
 
 
-def read_image(path: str | Path, size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """Decode ``path`` to float32 [H, W] in [0, 1], resized to ``size`` (int or (H, W))."""
-    array = _decode(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+def read_image(path: str | Path, size: int | tuple[int, int] | None = None, *,
+               channel: int | None = None) -> np.ndarray:
+    """Decode ``path`` to float32 [H, W] in [0, 1], resized to ``size`` (int or (H, W)).
+
+    Args:
+        path: the image file.
+        size: output size (int or (H, W)); None keeps the file's size.
+        channel: None converts a colour file to grayscale; an int reads that one channel of a
+            multi-channel file, counted in the file's RGB(A) order (0 = red, 1 = green,
+            2 = blue), whatever order OpenCV decodes to (BGR).
+
+    Raises:
+        ImageReadError: the file is unreadable, or ``channel`` is given and the file has no
+            such channel.
+    """
+    if channel is None:
+        array = _decode(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    else:
+        array = _channel(_decode(path, cv2.IMREAD_UNCHANGED), channel, path)
     scale = 65535.0 if array.dtype == np.uint16 else 255.0
     image = array.astype(np.float32) / np.float32(scale)
     if size is not None:
@@ -72,6 +88,16 @@ def read_mask(
         if counts is not None:
             counts[MASKS_RESIZED] = counts.get(MASKS_RESIZED, 0) + 1
     return mask
+
+
+def _channel(array: np.ndarray, channel: int, path: str | Path) -> np.ndarray:
+    """Channel ``channel`` (RGB(A) order) of an OpenCV-decoded (BGR(A)) array."""
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    if not 0 <= channel < channels or channels == 1:
+        raise ImageReadError(f"image {path} has {channels} channel(s), cannot read channel "
+                             f"{channel} (expected a multi-channel file with that channel)")
+    bgr_index = 2 - channel if channel < 3 else channel
+    return np.ascontiguousarray(array[..., bgr_index])
 
 
 def _decode(path: str | Path, flags: int) -> np.ndarray:

@@ -41,6 +41,8 @@ _LOADERS: dict[str, str] = {
     "eyegaze": "medmask.data.eyegaze:load_eyegaze",
     "mimic_cxr": "medmask.data.mimic_cxr:load_mimic_cxr",
     "folder": "medmask.data.folder:load_folder",
+    "lgg_slices": "medmask.data.lgg:load_lgg_slices",
+    "nifti_volumes": "medmask.data.nifti:load_nifti_volumes",
 }
 
 ATTR_SOURCE = "source"

@@ -44,7 +44,7 @@ from medmask.data.chexmask import (
 )
 from medmask.data.imageio import ImageReadError, read_image, read_mask
 
-IMAGE_KEY = "image_key"  # int64 hash of the image id: seeds per-image masks
+IMAGE_KEY = C.IMAGE_KEY  # int64 hash of the image id: seeds per-image masks
 MASK_SEED = "mask_seed"  # int64 per-image mask seed from (seed, epoch, image key)
 BAD_IMAGE = "bad_image"  # bool: the image could not be decoded (kept, flagged, counted)
 BAD_MASK = "bad_mask"  # bool: the organ mask file could not be decoded (organs segmented)
@@ -327,8 +327,15 @@ def phantom_dataset(n: int, size: int, seed: int, chunk: int = 32, start: int = 
 def manifest_dataset(manifest: pd.DataFrame, size: int, on_bad_image: str = "raise",
                      batch_size: int = 32, *, num_cpus: float = 1.0,
                      concurrency: int | None = None) -> Any:
-    """Images listed in a manifest, decoded and resized in parallel (one task per batch)."""
+    """Images listed in a manifest, decoded and resized in parallel (one task per batch).
+
+    Slice manifests (a ``lesion_path`` column: LGG slices, NIfTI volumes) decode with
+    :class:`~medmask.data.slices.DecodeSlices` (normalized images and ``lesion`` maps), every
+    other manifest with :class:`DecodeImages`.
+    """
     import ray.data
+
+    from medmask.data.slices import DecodeSlices
 
     if C.PATH not in manifest.columns or C.ID not in manifest.columns:
         raise ValueError(f"a manifest needs '{C.ID}' and '{C.PATH}' columns, "
@@ -345,7 +352,9 @@ def manifest_dataset(manifest: pd.DataFrame, size: int, on_bad_image: str = "rai
     bounds = np.linspace(0, len(table), blocks + 1).astype(int)
     parts = [table.iloc[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     use_all_cpus()
-    return map_stage(ray.data.from_pandas(parts), DecodeImages(size, on_bad_image), batch_size,
+    stage = (DecodeSlices.from_manifest(manifest, size, on_bad_image)
+             if C.LESION_PATH in manifest.columns else DecodeImages(size, on_bad_image))
+    return map_stage(ray.data.from_pandas(parts), stage, batch_size,
                      num_cpus=num_cpus, concurrency=concurrency)
 
 
