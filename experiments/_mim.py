@@ -16,9 +16,7 @@ def mim_settings(cfg: DictConfig) -> dict[str, Any]:
     return {
         "study": cfg.study,
         "seed": int(cfg.seed),
-        "data": {"name": data.name, "size": int(data.size), "chunk": int(data.chunk),
-                 "n_train": int(data.n_train), "n_val": int(data.n_val),
-                 "n_test": int(data.n_test)},
+        "data": to_dict(data),
         "masking": {"name": cfg.masking.name, "ratio": float(cfg.masking.ratio),
                     "params": to_dict(cfg.masking.params)},
         "model": to_dict(cfg.model),
@@ -39,9 +37,6 @@ def mim_settings(cfg: DictConfig) -> dict[str, Any]:
 def run(cfg: DictConfig) -> Any:
     from medmask.train import run_mim_study
 
-    if cfg.data.name != "phantom":
-        raise ValueError(
-            f"the MIM experiments run on data=phantom for now, got data={cfg.data.name}")
     tracker = make_tracker(cfg.tracking)
     init_ray(cfg.cluster)
     table = run_mim_study(mim_settings(cfg), tracker)

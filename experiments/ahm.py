@@ -34,9 +34,7 @@ def ahm_settings(cfg: DictConfig) -> dict[str, Any]:
     return {
         "study": cfg.study,
         "seed": int(cfg.seed),
-        "data": {"name": data.name, "size": int(data.size), "chunk": int(data.chunk),
-                 "n_train": int(data.n_train), "n_val": int(data.n_val),
-                 "n_test": int(data.n_test)},
+        "data": to_dict(data),
         "model": to_dict(cfg.model),
         "masking": {"name": "ahm", "ratio": float(cfg.masking.ratio), "params": {}},
         "pretrain": to_dict(cfg.train.pretrain),
@@ -54,8 +52,6 @@ def ahm_settings(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> Any:
     from medmask.train import run_ahm_study
 
-    if cfg.data.name != "phantom":
-        raise ValueError(f"experiments/ahm.py runs on data=phantom for now, got {cfg.data.name}")
     tracker = make_tracker(cfg.tracking)
     init_ray(cfg.cluster)
     table = run_ahm_study(ahm_settings(cfg), tracker)

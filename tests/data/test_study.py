@@ -60,22 +60,24 @@ def test_every_data_config_passes_only_adapter_options(path):
     assert "root" in cfg and set(PIPELINE_KEYS) & set(cfg) >= {"name", "root", "size"}
 
 
-def test_phantom_splits_are_the_mim_studys(ray_session):
-    from medmask.train._study import phantom_splits
+def test_phantom_splits_are_consecutive_ranges_of_one_seed(ray_session):
+    from medmask.data import phantom
 
     data = {"name": "phantom", "n": 99, "size": 32, "chunk": 3, "n_train": 5, "n_val": 2,
             "n_test": 4}
-    ours, theirs = study_splits(data, seed=7), phantom_splits(data, 7)
-    assert list(ours) == list(theirs) == ["train", "val", "test"]
-    for split in ours:
-        a = sorted(ours[split].take_all(), key=lambda r: r[C.ID])  # Ray Data may reorder
-        b = sorted(theirs[split].take_all(), key=lambda r: r[C.ID])
-        assert [r[C.ID] for r in a] == [r[C.ID] for r in b]
-        assert len(a) == data[f"n_{split}"]
-        for x, y in zip(a, b, strict=True):
-            assert set(x) == set(y)
-            for key in x:
-                np.testing.assert_array_equal(x[key], y[key])
+    splits = study_splits(data, seed=7)
+    assert list(splits) == ["train", "val", "test"]
+    start = 0
+    for split, dataset in splits.items():
+        rows = sorted(dataset.take_all(), key=lambda r: r[C.ID])  # Ray Data may reorder
+        n = data[f"n_{split}"]
+        expected = phantom.generate(n, 32, seed=7, start=start)
+        order = np.argsort(expected[C.ID])
+        assert [r[C.ID] for r in rows] == list(np.asarray(expected[C.ID])[order])
+        for key in (C.IMAGE, C.LABEL, C.LESION):
+            np.testing.assert_array_equal(np.stack([r[key] for r in rows]),
+                                          np.asarray(expected[key])[order])
+        start += n
 
 
 def test_covid_radiography_through_study_splits(ray_session, tmp_path):

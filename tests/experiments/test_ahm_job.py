@@ -8,10 +8,12 @@ authentication for job submission: `RAY_AUTH_MODE=token` in the environment of b
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -41,7 +43,7 @@ def _wait_for_dashboard(url: str, head: subprocess.Popen, timeout_s: float = 120
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if head.poll() is not None:
-            raise RuntimeError(f"ray start exited with {head.returncode}")
+            raise RuntimeError(f"ray start exited with {head.returncode} (see head.log)")
         try:
             with urllib.request.urlopen(f"{url}/api/version", timeout=2):
                 return
@@ -58,12 +60,16 @@ def test_ahm_pipeline_runs_through_ray_job_submit(tmp_path: Path) -> None:
     env.pop("RAY_ADDRESS", None)
     dashboard = _free_port()
     url = f"http://127.0.0.1:{dashboard}"
+    # Ray's unix sockets live under --temp-dir and their paths must stay under ~107 chars:
+    # pytest's tmp_path is too deep, so the head gets a short folder of its own.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rayjob-", dir="/tmp"))
+    head_log = (tmp_path / "head.log").open("w")
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={_free_port()}", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dashboard}", "--num-cpus=2", "--disable-usage-stats",
-         f"--temp-dir={tmp_path / 'ray-tmp'}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+         f"--temp-dir={ray_tmp}"],
+        env=env, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
@@ -76,11 +82,14 @@ def test_ahm_pipeline_runs_through_ray_job_submit(tmp_path: Path) -> None:
             env=env, capture_output=True, text=True, timeout=600,
         )
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # ends this head (and only it)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGTERM)  # ends this head (and only it)
+            try:
+                head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(head.pid, signal.SIGKILL)
+        head_log.close()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "succeeded" in output and "AHM segmentation results" in output

@@ -35,10 +35,10 @@ import pandas as pd
 import torch
 
 from medmask.data import columns as C
+from medmask.data.study import study_splits
 from medmask.train._checkpoint import config_hash, load_checkpoint
 from medmask.train._study import (
     label_fraction_subset,
-    phantom_splits,
     pretrain_settings,
     reconstruction_gallery,
     run_pretraining,
@@ -63,9 +63,12 @@ def load_reconstruction(checkpoint: str) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def dataset_images(dataset: Any) -> np.ndarray:
-    """All images of a (small) Ray dataset as float32 [M, H, W] (ordered by id)."""
+def dataset_images(dataset: Any, limit: int | None = None, seed: int = 0) -> np.ndarray:
+    """Images of a Ray dataset as float32 [M, H, W], ordered by id; at most ``limit`` of them
+    (a seeded random sample: the policy's image pool need not hold a whole real dataset)."""
     table = dataset.select_columns([C.ID, C.IMAGE]).to_pandas().sort_values(C.ID)
+    if limit and len(table) > int(limit):
+        table = table.sample(n=int(limit), random_state=seed).sort_values(C.ID)
     return np.stack(table[C.IMAGE].to_numpy()).astype(np.float32)
 
 
@@ -100,7 +103,8 @@ def run_policy_training(settings: dict[str, Any], reconstruction: Path, train_im
     cached = (folder / "policy.pt").is_file()
     stage.set_tags({"cache_hit": cached, "cache_key": folder.name})
     budget = PolicyBudget(**policy.pop("budget"))
-    eval_images = int(policy.pop("eval_images", len(heldout)))
+    eval_images = int(policy.pop("eval_images", None) or len(heldout))
+    policy.pop("pool_images", None)
     transfer = policy.pop("checkpoint", None)
     if transfer and not cached:  # AHM's transfer ablation: reuse a policy trained elsewhere
         stage.set_tags({"policy_source": str(transfer)})
@@ -261,7 +265,7 @@ def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
     quiet_data_progress()  # the stages report per epoch; per-iteration data bars drown them
     seed = int(settings["seed"])
     scaling = ScalingSettings(**settings["scaling"])
-    datasets = {k: v.materialize() for k, v in phantom_splits(settings["data"], seed).items()}
+    datasets = {k: v.materialize() for k, v in study_splits(settings["data"], seed).items()}
     ratio = float(settings["masking"]["ratio"])
     policy = settings["policy"]
     tags = {"strategy": "ahm", "ratio": ratio, "dataset": settings["data"]["name"],
@@ -283,8 +287,9 @@ def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
             with tracker.stage("policy", parent=trial, tags=tags) as stage:
                 start = time.perf_counter()
                 folder, check = run_policy_training(
-                    random_settings, encoders["random"], dataset_images(datasets["train"]),
-                    dataset_images(datasets["test"]), stage)
+                    random_settings, encoders["random"],
+                    dataset_images(datasets["train"], policy.get("pool_images"), seed),
+                    dataset_images(datasets["test"], policy.get("eval_images"), seed), stage)
                 stage.log_metrics({"wall_s": time.perf_counter() - start})
             study.log_metrics(check)
             log.info("policy vs random masks on held-out images: %s", check)

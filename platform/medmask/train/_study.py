@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from medmask.data import columns as C
+from medmask.data.study import study_splits
 from medmask.train._checkpoint import PretrainCache, load_checkpoint
 from medmask.train._masks import build_mask_strategy
 from medmask.train._trainer import ScalingSettings, build_trainer, steps_per_epoch
@@ -35,23 +36,18 @@ TRAIN_COLUMNS = (C.IMAGE, "image_key", C.ORGANS, C.LABEL, C.LABELS)
 
 def phantom_splits(data: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train/val/test phantom datasets: disjoint index ranges of one phantom seed."""
-    from medmask.data.pipeline import phantom_dataset
-
-    sizes = {"train": int(data["n_train"]), "val": int(data["n_val"]),
-             "test": int(data["n_test"])}
-    datasets, start = {}, 0
-    for split, n in sizes.items():
-        datasets[split] = phantom_dataset(n, int(data["size"]), seed, int(data["chunk"]),
-                                          start=start)
-        start += n
-    return datasets
+    return study_splits({**data, "name": "phantom"}, seed)
 
 
 def label_fraction_subset(dataset: Any, fraction: float, seed: int) -> tuple[Any, list[str]]:
-    """The nested, class-stratified label fraction of a dataset, and the chosen ids."""
+    """The nested, class-stratified label fraction of a dataset, and the chosen ids (a seeded
+    random nested subset where the dataset has no class label)."""
     from medmask.data.splits import label_fraction_subsets
 
-    table = dataset.select_columns([C.ID, C.LABEL]).to_pandas()
+    labelled = C.LABEL in dataset.schema().names
+    table = dataset.select_columns([C.ID, C.LABEL] if labelled else [C.ID]).to_pandas()
+    if not labelled:  # segmentation sets (LGG, Decathlon): one group, a random nested subset
+        table[C.LABEL] = 0
     keep = set(label_fraction_subsets(table, [fraction], seed=seed)[fraction].tolist())
     if fraction >= 1.0:
         return dataset, sorted(keep)
@@ -227,9 +223,10 @@ def run_mim_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
     quiet_data_progress()  # the stages report per epoch; per-iteration data bars drown them
     seed = int(settings["seed"])
     scaling = ScalingSettings(**settings["scaling"])
-    datasets = {k: v.materialize() for k, v in phantom_splits(settings["data"], seed).items()}
+    datasets = {k: v.materialize() for k, v in study_splits(settings["data"], seed).items()}
     masking = settings["masking"]
-    tags = {"strategy": masking["name"], "ratio": masking["ratio"], "dataset": "phantom",
+    tags = {"strategy": masking["name"], "ratio": masking["ratio"],
+            "dataset": settings["data"]["name"],
             "seed": seed, "model": settings["model"]["name"]}
     rows = []
     trial_name = run_name(masking["name"], ratio=masking["ratio"], seed=seed)

@@ -104,9 +104,9 @@ def sweep_trial(config: dict[str, Any], base: dict[str, Any], context: dict[str,
 def run_trial_stages(settings: dict[str, Any], tracker: Any, trial: Any,
                      tags: Mapping[str, Any], *, log_checkpoints: bool) -> dict[str, float]:
     """Pretrain (cached by config hash) and fine-tune + test, as stage runs of ``trial``."""
+    from medmask.data.study import study_splits
     from medmask.train import ScalingSettings
     from medmask.train._study import (
-        phantom_splits,
         reconstruction_gallery,
         run_finetuning,
         run_pretraining,
@@ -114,7 +114,7 @@ def run_trial_stages(settings: dict[str, Any], tracker: Any, trial: Any,
 
     seed = int(settings["seed"])
     scaling = ScalingSettings(**settings["scaling"])
-    datasets = {k: v.materialize() for k, v in phantom_splits(settings["data"], seed).items()}
+    datasets = {k: v.materialize() for k, v in study_splits(settings["data"], seed).items()}
     with tracker.stage("pretrain", parent=trial, tags=tags) as stage:
         start = time.perf_counter()
         with pretrain_lock(settings):
