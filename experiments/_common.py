@@ -43,3 +43,10 @@ def make_tracker(tracking: DictConfig) -> Any:
     )
     log.info("MLflow: %s (experiment %r)", tracker.uri, tracker.experiment)
     return tracker
+
+
+def scaling_settings(cluster: DictConfig) -> dict[str, Any]:
+    """The Ray Train scaling of the ``cluster`` group (``medmask.train.ScalingSettings``)."""
+    return {"num_workers": int(cluster.num_workers), "use_gpu": bool(cluster.use_gpu),
+            "resources_per_worker": to_dict(cluster.resources_per_worker),
+            "max_failures": int(cluster.max_failures)}

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from _common import init_ray, log, make_tracker, to_dict
+from _common import init_ray, log, make_tracker, scaling_settings, to_dict
 from omegaconf import DictConfig
 
 
 def mim_settings(cfg: DictConfig) -> dict[str, Any]:
     """The plain settings dict :func:`medmask.train.run_mim_study` takes."""
     data = cfg.data
-    cluster = cfg.cluster
     return {
         "study": cfg.study,
         "seed": int(cfg.seed),
@@ -28,9 +27,7 @@ def mim_settings(cfg: DictConfig) -> dict[str, Any]:
         "baselines": to_dict(cfg.baselines),
         "cache_dir": str(Path(cfg.cache_dir).resolve()),
         "storage_dir": str(Path(cfg.storage_dir).resolve()),
-        "scaling": {"num_workers": int(cluster.num_workers), "use_gpu": bool(cluster.use_gpu),
-                    "resources_per_worker": to_dict(cluster.resources_per_worker),
-                    "max_failures": int(cluster.max_failures)},
+        "scaling": scaling_settings(cfg.cluster),
     }
 
 

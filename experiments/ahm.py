@@ -21,7 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import init_ray, log, make_tracker, to_dict  # noqa: E402
+from _common import init_ray, log, make_tracker, scaling_settings, to_dict  # noqa: E402
 
 RESULT_COLUMNS = ("method", "fraction", "dice", "iou", "ppv", "sensitivity", "hd95",
                   "boundary_iou")
@@ -29,7 +29,6 @@ RESULT_COLUMNS = ("method", "fraction", "dice", "iou", "ppv", "sensitivity", "hd
 
 def ahm_settings(cfg: DictConfig) -> dict[str, Any]:
     """The plain settings dict :func:`medmask.train.run_ahm_study` takes."""
-    cluster = cfg.cluster
     data = cfg.data
     return {
         "study": cfg.study,
@@ -42,9 +41,7 @@ def ahm_settings(cfg: DictConfig) -> dict[str, Any]:
         "segmentation": {**to_dict(cfg.segmentation), **to_dict(cfg.train.segmentation)},
         "cache_dir": str(Path(cfg.cache_dir).resolve()),
         "storage_dir": str(Path(cfg.storage_dir).resolve()),
-        "scaling": {"num_workers": int(cluster.num_workers), "use_gpu": bool(cluster.use_gpu),
-                    "resources_per_worker": to_dict(cluster.resources_per_worker),
-                    "max_failures": int(cluster.max_failures)},
+        "scaling": scaling_settings(cfg.cluster),
     }
 
 

@@ -77,8 +77,8 @@ def test_unknown_target_and_non_unet_models_are_rejected() -> None:
 
 
 def test_small_label_fractions_get_the_minimum_step_budget() -> None:
-    from medmask.train._ahm_study import segmentation_epochs
+    from medmask.train._ahm_study import segmentation_repeats
 
-    assert segmentation_epochs(6, 150, steps_per_epoch=48) == 6  # 288 steps already
-    assert segmentation_epochs(6, 150, steps_per_epoch=5) == 30  # 10% of the labels
-    assert segmentation_epochs(6, 0, steps_per_epoch=5) == 6
+    assert segmentation_repeats(6, 150, steps_per_epoch=48) == 1  # 288 steps already
+    assert segmentation_repeats(6, 150, steps_per_epoch=5) == 5  # 10%: 30 steps -> x5 = 150
+    assert segmentation_repeats(6, 0, steps_per_epoch=5) == 1

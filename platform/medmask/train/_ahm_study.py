@@ -190,11 +190,14 @@ def segment_view(dataset: Any) -> Any:
     return dataset.select_columns([c for c in SEGMENT_COLUMNS if c in names])
 
 
-def segmentation_epochs(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
-    """``epochs``, raised so that a small label fraction still gets ``min_steps`` optimizer
-    steps (a fixed iteration budget: 10% of the labels over the same epochs would train ten
-    times fewer steps and compare under-trained models)."""
-    return max(int(epochs), -(-int(min_steps) // max(int(steps_per_epoch), 1)))
+def segmentation_repeats(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    """How many times an epoch passes over a small labelled subset so that training takes at
+    least ``min_steps`` optimizer steps (a fixed step budget: 10% of the labels over the same
+    epochs would train ten times fewer steps and compare under-trained models). Repeating
+    inside an epoch, rather than adding epochs, keeps the per-epoch validation, checkpoint and
+    learning-rate decay (AHM: every 3 epochs) where they are."""
+    total = max(int(epochs), 1) * max(int(steps_per_epoch), 1)
+    return max(1, -(-int(min_steps) // total))
 
 
 def run_segmentation(settings: dict[str, Any], datasets: dict[str, Any], stage: Any,
@@ -214,9 +217,14 @@ def run_segmentation(settings: dict[str, Any], datasets: dict[str, Any], stage: 
     subset, ids = label_fraction_subset(datasets["train"], fraction, int(settings["seed"]))
     stage.log_dict({"fraction": fraction, "ids": ids}, "label_fraction_ids.json")
     train = segment_view(subset).materialize()
+    epochs = int(seg["epochs"])
     steps = steps_per_epoch(train.count(), int(seg["batch_size"]), scaling.num_workers)
-    epochs = segmentation_epochs(int(seg["epochs"]), int(seg.get("min_steps", 0)), steps)
-    stage.log_metrics({"epochs": epochs, "train_images": len(ids)})
+    repeats = segmentation_repeats(epochs, int(seg.get("min_steps", 0)), steps)
+    if repeats > 1:
+        train = train.union(*[train] * (repeats - 1)).materialize()
+        steps = steps_per_epoch(train.count(), int(seg["batch_size"]), scaling.num_workers)
+    stage.log_metrics({"train_images": len(ids), "subset_repeats": repeats,
+                       "steps_per_epoch": steps})
     loop_config = {
         "model": settings["model"], "pretrained": str(pretrained) if pretrained else None,
         "target": seg["target"], "optim": seg["optim"], "batch_size": int(seg["batch_size"]),

@@ -93,6 +93,43 @@ class StepTimer:
         }
 
 
+def train_epoch(
+    batches: Any,
+    batch_loss: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    *,
+    epoch: int,
+    what: str,
+) -> dict[str, Any]:
+    """One epoch of optimizer steps, shared by the pretraining, fine-tuning and segmentation
+    loops: ``batch_loss(batch) -> (loss, images)`` for every batch, then zero_grad, backward,
+    step and the per-step schedule; a non-finite loss stops with a FloatingPointError.
+
+    Returns the epoch's ``train/loss`` (mean over steps), ``train/lr``, ``train/steps`` and the
+    :class:`StepTimer` summary (images/s, share of time waiting for data).
+    """
+    import math
+
+    timer = StepTimer()
+    total, steps = 0.0, 0
+    for batch in timer.batches(batches):
+        loss, images = batch_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{what} loss became {value} at epoch {epoch}")
+        total += value
+        steps += 1
+        timer.images += int(images)
+    return {"epoch": epoch, "train/loss": total / max(steps, 1),
+            "train/lr": optimizer.param_groups[0]["lr"], "train/steps": steps,
+            **timer.summary()}
+
+
 @contextmanager
 def checkpoint_dir() -> Iterator[str]:
     """A temporary folder for one checkpoint report."""

@@ -9,7 +9,6 @@ the MAE ViT and the SimMIM-style U-Net go through the same lines.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -19,7 +18,6 @@ import torch
 
 from medmask.train._checkpoint import save_checkpoint
 from medmask.train._loop_utils import (
-    StepTimer,
     autocast,
     checkpoint_dir,
     epoch_masks,
@@ -27,6 +25,7 @@ from medmask.train._loop_utils import (
     optimization_state,
     quiet_data_progress,
     train_device,
+    train_epoch,
     unwrap,
 )
 from medmask.train._masks import build_mask_strategy
@@ -70,34 +69,21 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, epochs):
         _maybe_fail(config.get("inject_failure"), epoch)
         model.train()
-        timer = StepTimer()
-        total_loss, steps = 0.0, 0
         batches = shard.iter_torch_batches(
             batch_size=per_worker_batch, prefetch_batches=2, device=device
         )
-        for batch in timer.batches(batches):
+
+        def batch_loss(batch: dict[str, torch.Tensor], epoch: int = epoch) -> tuple[Any, int]:
             images = images_nchw(batch)
             mask = epoch_masks(strategy, batch, grid, ratio, seed=config["seed"], epoch=epoch)
+            mask = mask.to(device)
             with autocast(device, bool(config.get("mixed_precision", True))):
-                output = model(images, mask.to(device))
-                loss = masked_mean_loss(output.patch_loss.float(), mask.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"pretraining loss became {loss.item()} at epoch {epoch}")
-            total_loss += loss.item()
-            steps += 1
-            timer.images += images.shape[0]
-        metrics = {
-            "epoch": epoch,
-            "train/loss": total_loss / max(steps, 1),
-            "train/lr": optimizer.param_groups[0]["lr"],
-            "train/steps": steps,
-            "resumed_from_epoch": start_epoch,
-            **timer.summary(),
-        }
+                output = model(images, mask)
+                return masked_mean_loss(output.patch_loss.float(), mask), images.shape[0]
+
+        metrics = train_epoch(batches, batch_loss, optimizer, scheduler, epoch=epoch,
+                              what="pretraining")
+        metrics["resumed_from_epoch"] = start_epoch
         logger.log(metrics, step=epoch)
         _report(metrics, rank, epoch, model, optimizer, scheduler, config)
 

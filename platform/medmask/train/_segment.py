@@ -17,7 +17,6 @@ pixel-wise cross-entropy (BCE for one class) and the soft Dice loss over foregro
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -27,12 +26,12 @@ import torch.nn.functional as F
 from medmask.data import columns as C
 from medmask.train._checkpoint import load_checkpoint
 from medmask.train._loop_utils import (
-    StepTimer,
     autocast,
     images_nchw,
     optimization_state,
     quiet_data_progress,
     train_device,
+    train_epoch,
     unwrap,
 )
 
@@ -161,31 +160,18 @@ def segment_loop(config: dict[str, Any]) -> None:
     logger = _EpochLogger(config.get("tracking"), rank)
     for epoch in range(start_epoch, epochs):
         model.train()
-        timer = StepTimer()
-        total_loss, steps = 0.0, 0
         batches = train_shard.iter_torch_batches(
             batch_size=per_worker_batch, prefetch_batches=2, device=device
         )
-        for batch in timer.batches(batches):
+
+        def batch_loss(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
             images = images_nchw(batch)
             with autocast(device, bool(config.get("mixed_precision", True))):
                 logits = model(images)
-            loss = segmentation_loss(logits.float(), batch[target])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"segmentation loss became {loss.item()} at epoch {epoch}")
-            total_loss += loss.item()
-            steps += 1
-            timer.images += images.shape[0]
-        metrics: dict[str, Any] = {
-            "epoch": epoch,
-            "train/loss": total_loss / max(steps, 1),
-            "train/lr": optimizer.param_groups[0]["lr"],
-            **timer.summary(),
-        }
+            return segmentation_loss(logits.float(), batch[target]), images.shape[0]
+
+        metrics: dict[str, Any] = train_epoch(batches, batch_loss, optimizer, scheduler,
+                                              epoch=epoch, what="segmentation")
         if rank == 0 and val_shard is not None:
             _, preds, targets = predict_segmentation(unwrap(model), val_shard, target,
                                                      per_worker_batch * 4, device)
