@@ -1,7 +1,7 @@
 # medmask: every target builds (once) the cached virtual environment it needs.
 # The venv lives in ~/.cache/medmask/venv-<hash of pyproject.toml>, outside the clone.
 SHELL := /bin/bash
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=12
 ARGS ?=
 
 .PHONY: venv demo test test-fast lint bench clean-venv

@@ -36,6 +36,9 @@ TINY = [
 ]
 
 
+NO_AGENT = "No available agent to submit job"  # HTTP 500 while the head is still starting
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -79,13 +82,16 @@ def test_ahm_pipeline_runs_through_ray_job_submit(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
         _wait_for_dashboard(url, head)
-        done = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(ROOT),
-             "--", "python", "experiments/ahm.py", *TINY, f"tracking.uri={uri}",
-             "tracking.experiment=ahm-job", f"cache_dir={tmp_path / 'cache'}",
-             f"storage_dir={tmp_path / 'ray'}", f"hydra.run.dir={tmp_path / 'hydra'}"],
-            env=env, capture_output=True, text=True, timeout=600,
-        )
+        command = [
+            str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(ROOT),
+            "--", "python", "experiments/ahm.py", *TINY, f"tracking.uri={uri}",
+            "tracking.experiment=ahm-job", f"cache_dir={tmp_path / 'cache'}",
+            f"storage_dir={tmp_path / 'ray'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+        for _ in range(30):  # the dashboard answers before its job agent is ready
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+            if NO_AGENT not in done.stdout + done.stderr:
+                break
+            time.sleep(2.0)
     finally:
         if head.poll() is None:
             os.killpg(head.pid, signal.SIGTERM)  # ends this head (and only it)
