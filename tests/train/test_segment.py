@@ -82,3 +82,12 @@ def test_small_label_fractions_get_the_minimum_step_budget() -> None:
     assert segmentation_repeats(6, 150, steps_per_epoch=48) == 1  # 288 steps already
     assert segmentation_repeats(6, 150, steps_per_epoch=5) == 5  # 10%: 30 steps -> x5 = 150
     assert segmentation_repeats(6, 0, steps_per_epoch=5) == 1
+
+
+def test_ahm_study_rejects_unknown_methods_and_targets_before_compute() -> None:
+    from medmask.train import run_ahm_study
+
+    with pytest.raises(ValueError, match=r"methods must be among .*\['mae'\]"):
+        run_ahm_study({"segmentation": {"methods": ["ahm", "mae"], "target": "lesion"}}, None)
+    with pytest.raises(ValueError, match="target must be one of"):
+        run_ahm_study({"segmentation": {"methods": ["ahm"], "target": "tumour"}}, None)

@@ -142,7 +142,8 @@ def run_policy_training(settings: dict[str, Any], reconstruction: Path, train_im
 
 
 def reward_curve(history: pd.DataFrame) -> Any:
-    """Mean episode reward (and per-patch reward) against env steps: the policy's progress."""
+    """Mean episode reward (the mean per-patch reconstruction loss of the sampled masks, AHM
+    eq. 7) against env steps: it rises as the policy learns to mask harder patches."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,12 +153,11 @@ def reward_curve(history: pd.DataFrame) -> Any:
 
     figure, axis = plt.subplots(figsize=(5, 3.2), dpi=120)
     if len(history) and REWARD in history:
-        axis.plot(history[ENV_STEPS], history[REWARD], marker=".", label="mean reward")
+        axis.plot(history[ENV_STEPS], history[REWARD], marker=".")
     axis.set_xlabel("env steps (images)")
-    axis.set_ylabel("reconstruction loss (reward)")
+    axis.set_ylabel("mean reward (reconstruction loss)")
     axis.set_title("AHM policy: reward curve")
     axis.grid(alpha=0.3)
-    axis.legend()
     figure.tight_layout()
     plt.close(figure)
     return figure
@@ -269,7 +269,12 @@ def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
     """Run the five AHM steps (module docstring); returns the segmentation results table."""
     from medmask.tracking import run_name
     from medmask.train._loop_utils import quiet_data_progress
+    from medmask.train._segment import check_target
 
+    unknown = [m for m in settings["segmentation"]["methods"] if m not in METHODS]
+    if unknown:  # before any compute
+        raise ValueError(f"segmentation methods must be among {METHODS}, got {unknown}")
+    check_target(settings["segmentation"]["target"])
     quiet_data_progress()  # the stages report per epoch; per-iteration data bars drown them
     seed = int(settings["seed"])
     scaling = ScalingSettings(**settings["scaling"])
@@ -314,9 +319,6 @@ def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
             keys = {"ahm": pretrain_settings(ahm_settings),
                     "random": pretrain_settings(random_settings), "scratch": None}
             for method in settings["segmentation"]["methods"]:
-                if method not in METHODS:
-                    raise ValueError(f"segmentation method must be one of {METHODS}, got "
-                                     f"{method!r}")
                 for fraction in settings["segmentation"]["fractions"]:
                     name = f"segment-{method}-frac{fraction * 100:g}"
                     key = {"encoder": keys[method], "segmentation": settings["segmentation"],
