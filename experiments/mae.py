@@ -2,8 +2,7 @@
 
     python experiments/mae.py                       # quick default: phantoms, tiny ViT, 2 CPUs
     python experiments/mae.py fractions=[0.01,0.05,0.1,0.5,1.0] modes=[linear_probe,full]
-    python experiments/mae.py train=paper model=mae_base data.size=224 masking.patch_size=16 \
-        cluster=ray cluster.use_gpu=true cluster.num_workers=4
+    python experiments/mae.py +experiment=rgmim_paper data.root=/data/COVID-19_Radiography_Dataset
 """
 
 from __future__ import annotations
