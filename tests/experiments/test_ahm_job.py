@@ -37,6 +37,9 @@ TINY = [
 
 
 NO_AGENT = "No available agent to submit job"  # HTTP 500 while the head is still starting
+AGENT_PORTS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+               "runtime-env-agent-port", "ray-client-server-port", "node-manager-port",
+               "object-manager-port")
 
 
 def _free_port() -> int:
@@ -76,7 +79,9 @@ def test_ahm_pipeline_runs_through_ray_job_submit(tmp_path: Path) -> None:
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={_free_port()}", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dashboard}", "--num-cpus=2", "--disable-usage-stats",
-         f"--temp-dir={ray_tmp}"],
+         f"--temp-dir={ray_tmp}",
+         # the test session's own Ray holds the default agent ports: take free ones
+         *(f"--{name}={_free_port()}" for name in AGENT_PORTS)],
         env=env, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -87,9 +92,10 @@ def test_ahm_pipeline_runs_through_ray_job_submit(tmp_path: Path) -> None:
             "--", "python", "experiments/ahm.py", *TINY, f"tracking.uri={uri}",
             "tracking.experiment=ahm-job", f"cache_dir={tmp_path / 'cache'}",
             f"storage_dir={tmp_path / 'ray'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
-        for _ in range(30):  # the dashboard answers before its job agent is ready
+        deadline = time.monotonic() + 120
+        while True:  # the dashboard answers before its job agent is ready
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-            if NO_AGENT not in done.stdout + done.stderr:
+            if NO_AGENT not in done.stdout + done.stderr or time.monotonic() > deadline:
                 break
             time.sleep(2.0)
     finally:

@@ -26,6 +26,7 @@ from medmask.rl._module import AHMPolicyModule, MaskingPolicyNet, downsampling_s
 from medmask.rl._policy_io import load_policy, policy_digest, save_policy
 from medmask.rl._sampling import ahm_mask, sample_policy_masks
 from medmask.rl._train import (
+    ALGO_DIR,
     ENV_STEPS,
     REWARD,
     SPS,
@@ -36,6 +37,7 @@ from medmask.rl._train import (
 )
 
 __all__ = [
+    "ALGO_DIR",
     "ENV_STEPS",
     "REWARD",
     "SPS",

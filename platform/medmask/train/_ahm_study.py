@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ def run_policy_training(settings: dict[str, Any], reconstruction: Path, train_im
     """Train (or reuse) the masking policy; returns its folder and the held-out check."""
     import envs
     from medmask.rl import (
+        ALGO_DIR,
         ENV_STEPS,
         REWARD,
         PolicyBudget,
@@ -124,6 +126,7 @@ def run_policy_training(settings: dict[str, Any], reconstruction: Path, train_im
             on_iteration=lambda i, metrics: stage.log_metrics(metrics, step=i))
         history.to_csv(folder / "history.csv", index=False)
         save_policy(net, folder)
+        shutil.rmtree(folder / ALGO_DIR, ignore_errors=True)  # only needed to resume training
     history = pd.read_csv(folder / "history.csv")
     net = load_policy(folder)
     check = policy_vs_random(
