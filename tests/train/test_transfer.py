@@ -47,3 +47,13 @@ def test_multilabel_head_config_composes() -> None:
         cfg = compose("mae", overrides=["head=findings"])
     head = OmegaConf.to_container(cfg.head)
     assert head["multilabel"] is True and head["num_classes"] == len(head["class_names"]) == 5
+
+
+def test_baselines_from_config() -> None:
+    from medmask.train._study import baseline_methods
+
+    assert baseline_methods({}) == [("scratch", None)]
+    both = baseline_methods({"from_scratch": True, "transfer": {"weights": "/w.pth", "prefix": ""}})
+    assert [name for name, _ in both] == ["scratch", "transfer"]
+    assert both[1][1] == {"weights": "/w.pth", "prefix": ""}
+    assert baseline_methods({"from_scratch": False, "transfer": {"weights": None}}) == []

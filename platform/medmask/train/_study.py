@@ -194,7 +194,7 @@ def reconstruction_gallery(settings: dict[str, Any], checkpoint: Path, dataset: 
     model.load_state_dict(load_checkpoint(checkpoint)["model"])
     model.eval()
     rows = train_view(dataset).take_batch(count, batch_format="numpy")
-    images = torch.from_numpy(np.asarray(rows[C.IMAGE]))[:, None].float()
+    images = torch.from_numpy(np.array(rows[C.IMAGE], dtype=np.float32))[:, None]
     masking = settings["masking"]
     strategy = build_mask_strategy(masking)
     batch = {k: torch.from_numpy(np.asarray(v)) for k, v in rows.items()}
@@ -209,6 +209,18 @@ def reconstruction_gallery(settings: dict[str, Any], checkpoint: Path, dataset: 
 
 # ------------------------------------------------------------------------------------------
 # the study
+
+
+def baseline_methods(baselines: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
+    """The baselines fine-tuned without masked pretraining: From Scratch (random init, on by
+    default) and Transfer (a local weights file, when ``transfer.weights`` is set)."""
+    methods: list[tuple[str, dict[str, Any] | None]] = []
+    if baselines.get("from_scratch", True):
+        methods.append(("scratch", None))
+    transfer = baselines.get("transfer") or {}
+    if transfer.get("weights"):
+        methods.append(("transfer", dict(transfer)))
+    return methods
 
 
 def run_mim_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
@@ -250,26 +262,16 @@ def run_mim_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
                                                  fraction, mode)
                     rows.append({"method": masking["name"], "mode": mode,
                                  "fraction": fraction, **metrics})
-        if settings.get("baselines", {}).get("from_scratch", True):
-            with tracker.trial(run_name("scratch", seed=seed), parent=study,
-                               tags={**tags, "strategy": "scratch"}) as trial:
+        for method, init_weights in baseline_methods(settings.get("baselines", {})):
+            method_tags = {**tags, "strategy": method}
+            with tracker.trial(run_name(method, seed=seed), parent=study,
+                               tags=method_tags) as trial:
                 for fraction in settings["fractions"]:
                     with tracker.stage(f"finetune-full-frac{fraction * 100:g}", parent=trial,
-                                       tags={**tags, "strategy": "scratch"}) as st:
+                                       tags=method_tags) as st:
                         metrics = run_finetuning(settings, datasets, st, scaling, None,
-                                                 fraction, "full")
-                    rows.append({"method": "scratch", "mode": "full", "fraction": fraction,
-                                 **metrics})
-        transfer = settings.get("baselines", {}).get("transfer") or {}
-        if transfer.get("weights"):
-            with tracker.trial(run_name("transfer", seed=seed), parent=study,
-                               tags={**tags, "strategy": "transfer"}) as trial:
-                for fraction in settings["fractions"]:
-                    with tracker.stage(f"finetune-full-frac{fraction * 100:g}", parent=trial,
-                                       tags={**tags, "strategy": "transfer"}) as st:
-                        metrics = run_finetuning(settings, datasets, st, scaling, None,
-                                                 fraction, "full", init_weights=transfer)
-                    rows.append({"method": "transfer", "mode": "full", "fraction": fraction,
+                                                 fraction, "full", init_weights=init_weights)
+                    rows.append({"method": method, "mode": "full", "fraction": fraction,
                                  **metrics})
         table = pd.DataFrame(rows)
         study.log_table(table, "results.csv")
