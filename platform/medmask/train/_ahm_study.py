@@ -44,7 +44,12 @@ from medmask.train._study import (
     reconstruction_gallery,
     run_pretraining,
 )
-from medmask.train._trainer import ScalingSettings, build_trainer, steps_per_epoch
+from medmask.train._trainer import (
+    ScalingSettings,
+    build_trainer,
+    fit_and_load,
+    steps_per_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,12 +244,8 @@ def run_segmentation(settings: dict[str, Any], datasets: dict[str, Any], stage: 
                             {"train": train, "val": segment_view(datasets["val"])},
                             scaling=scaling, storage_path=Path(settings["storage_dir"]),
                             name=f"segment-{folder.name}")
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"segmentation fine-tuning reported no checkpoint ({result.error})")
-    model = build_segmenter({**loop_config, "pretrained": None})
-    with result.checkpoint.as_directory() as directory:
-        model.load_state_dict(load_checkpoint(directory)["model"])
+    model = fit_and_load(trainer, build_segmenter({**loop_config, "pretrained": None}),
+                         "segmentation fine-tuning")
     images, preds, targets = predict_segmentation(model, segment_view(datasets["test"]),
                                                   seg["target"], 64)
     metrics = score_segmentation(preds, targets, model.num_classes)

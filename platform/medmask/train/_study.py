@@ -23,7 +23,12 @@ from medmask.data import columns as C
 from medmask.data.study import study_splits
 from medmask.train._checkpoint import PretrainCache, load_checkpoint
 from medmask.train._masks import build_mask_strategy
-from medmask.train._trainer import ScalingSettings, build_trainer, steps_per_epoch
+from medmask.train._trainer import (
+    ScalingSettings,
+    build_trainer,
+    fit_and_load,
+    steps_per_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +164,8 @@ def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: An
         storage_path=Path(settings["storage_dir"]), name=f"finetune-{stage.run_id[:8]}",
         callbacks=callbacks,
     )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"fine-tuning reported no checkpoint (error: {result.error})")
-    model = build_classifier({**loop_config, "pretrained": None})
-    with result.checkpoint.as_directory() as directory:
-        model.load_state_dict(load_checkpoint(directory)["model"])
+    model = fit_and_load(trainer, build_classifier({**loop_config, "pretrained": None,
+                                                    "init_weights": None}), "fine-tuning")
     test = train_view(datasets["test"])
     multilabel = bool(head.get("multilabel", False))
     probs, targets = predict(model, test, 64, multilabel)

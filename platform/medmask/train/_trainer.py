@@ -70,3 +70,19 @@ def steps_per_epoch(num_rows: int, batch_size: int, num_workers: int) -> int:
     per_worker_rows = -(-num_rows // max(num_workers, 1))
     per_worker_batch = max(1, batch_size // max(num_workers, 1))
     return max(1, -(-per_worker_rows // per_worker_batch))
+
+
+def fit_and_load(trainer: Any, model: Any, what: str) -> Any:
+    """Run ``trainer.fit()`` and load its last reported checkpoint's weights into ``model``.
+
+    Raises:
+        RuntimeError: the run reported no checkpoint (with Ray's error, if any).
+    """
+    from medmask.train._checkpoint import load_checkpoint
+
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{what} reported no checkpoint (error: {result.error})")
+    with result.checkpoint.as_directory() as directory:
+        model.load_state_dict(load_checkpoint(directory)["model"])
+    return model
