@@ -15,8 +15,9 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
   # torch first, exact pins: taken from the machine's local files where they lie there.
   "$venv/bin/python" -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" >&2
-  # Only the dependencies are installed; the project itself is put on the path below, so one
-  # cached venv serves every clone (an editable install would point at the clone that built it).
+  # Only the dependencies are installed, never the project: one cached venv serves every clone,
+  # and each clone puts its own sources on the path with PYTHONPATH (the Makefile exports it),
+  # which the raylet and every Ray worker inherit.
   "$venv/bin/python" - "$root/pyproject.toml" > "$cache/requirements-$key.txt" <<'PY'
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
@@ -25,7 +26,4 @@ PY
   "$venv/bin/python" -m pip install --quiet -r "$cache/requirements-$key.txt" >&2
   touch "$venv/.complete"
 fi
-# Put this clone's sources on the venv's path (platform/ holds medmask, the root holds envs/).
-site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-printf '%s\n%s\n' "$root/platform" "$root" > "$site/medmask-local.pth"
 echo "$venv"
