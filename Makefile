@@ -1,6 +1,9 @@
 # medmask: every target builds (once) the cached virtual environment it needs.
 # The venv lives in ~/.cache/medmask/venv-<hash of pyproject.toml>, outside the clone.
 SHELL := /bin/bash
+# Each clone imports its own sources: the raylet, every Ray worker and every `ray start` node
+# started from here inherit this (the shared venv holds only the dependencies).
+export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 PYTEST_ARGS ?= --durations=12
 ARGS ?=
 

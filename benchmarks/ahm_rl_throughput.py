@@ -33,7 +33,7 @@ sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
 import envs  # noqa: E402
 from envs.ahm_masking import AHMMaskingVectorEnv  # noqa: E402
-from medmask.data import columns as C  # noqa: E402
+from medmask import columns as C  # noqa: E402
 from medmask.data import phantom  # noqa: E402
 from medmask.masking import random_mask  # noqa: E402
 from medmask.models import create_model  # noqa: E402

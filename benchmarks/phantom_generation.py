@@ -3,7 +3,7 @@
 The issue's target: a 2,000-image 224 px set generates in well under a minute on 2 cores. The
 1-process run generates everything in the main process; the 2-process run splits the index range
 into chunks that two worker processes (``multiprocessing``, spawn) generate in parallel, which is
-what Ray Data does with :func:`medmask.data.pipeline.phantom_dataset`. Every process is pinned to
+what Ray Data does with :func:`medmask.preprocess.phantom_dataset`. Every process is pinned to
 one thread for numpy's BLAS, torch and OpenCV. The parallel result is checked equal to the serial
 one (chunk invariance), compared by a hash of each chunk's arrays.
 
@@ -33,7 +33,7 @@ import multiprocessing as mp  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from medmask.data import columns as C  # noqa: E402
+from medmask import columns as C  # noqa: E402
 from medmask.data.phantom import generate  # noqa: E402
 
 

@@ -26,10 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.manifest import load_manifest
 from medmask.data.phantom import generate
-from medmask.data.pipeline import build_dataset, manifest_dataset
+from medmask.preprocess import build_dataset, manifest_dataset
 
 SINGLE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",

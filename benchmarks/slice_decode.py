@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
 
-from medmask.data import columns as C  # noqa: E402
+from medmask import columns as C  # noqa: E402
 from medmask.data.manifest import load_manifest  # noqa: E402
 from medmask.data.slices import DecodeSlices, read_volume_slices  # noqa: E402
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data import phantom
 from medmask.masking import PatchGrid
 

@@ -4,11 +4,36 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from medmask.tracking import Tracker
+
 log = logging.getLogger("medmask")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def use_this_clone() -> None:
+    """Import this clone's sources, here and in every local Ray worker.
+
+    ``make`` exports ``PYTHONPATH=<clone>/platform:<clone>``; a plain ``python
+    experiments/x.py`` gets the same here: the paths go first on ``sys.path`` and into
+    ``PYTHONPATH``, which the raylet and its workers inherit from the driver (Ray passes its
+    workers only the script's directory and the working directory).
+    """
+    paths = [str(ROOT / "platform"), str(ROOT)]
+    for path in reversed(paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *(p for p in current if p not in paths)])
+
+
+use_this_clone()
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -34,7 +59,6 @@ def init_ray(cluster: DictConfig) -> None:
 
 def make_tracker(tracking: DictConfig) -> Any:
     """The MLflow run-tree helper, failing fast before compute if the server is down."""
-    from medmask.tracking import Tracker
 
     tracker = Tracker(
         tracking.get("uri"),

@@ -8,6 +8,8 @@ from typing import Any
 from _common import init_ray, log, make_tracker, scaling_settings, to_dict
 from omegaconf import DictConfig
 
+from medmask.train import run_mim_study
+
 
 def mim_settings(cfg: DictConfig) -> dict[str, Any]:
     """The plain settings dict :func:`medmask.train.run_mim_study` takes."""
@@ -32,7 +34,6 @@ def mim_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> Any:
-    from medmask.train import run_mim_study
 
     tracker = make_tracker(cfg.tracking)
     init_ray(cfg.cluster)

@@ -23,6 +23,8 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import init_ray, log, make_tracker, scaling_settings, to_dict  # noqa: E402
 
+from medmask.train import run_ahm_study
+
 RESULT_COLUMNS = ("method", "fraction", "dice", "iou", "ppv", "sensitivity", "hd95",
                   "boundary_iou")
 
@@ -47,7 +49,6 @@ def ahm_settings(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path="../configs", config_name="ahm", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
-    from medmask.train import run_ahm_study
 
     tracker = make_tracker(cfg.tracking)
     init_ray(cfg.cluster)

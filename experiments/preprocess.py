@@ -21,26 +21,12 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import init_ray, log, make_tracker, to_dict  # noqa: E402
 
-
-def source_dataset(cfg: DictConfig) -> tuple[Any, dict[str, float]]:
-    """The Ray dataset of decoded images named by ``cfg.data``, and the manifest's own counts
-    of rows it dropped (``manifest_dropped_<reason>``: files missing on disk, low quality)."""
-    from medmask.data.pipeline import manifest_dataset, phantom_dataset
-
-    data, tasks = cfg.data, _task_settings(cfg)
-    if data.name == "phantom":
-        return phantom_dataset(int(data.n), int(data.size), int(cfg.seed), int(data.chunk),
-                               **tasks), {}
-    from medmask.data.manifest import ATTR_DROPPED, load_manifest
-    from medmask.data.study import adapter_options
-
-    manifest = load_manifest(data.name, data.root, **adapter_options(to_dict(data)))
-    if data.get("limit"):
-        manifest = manifest.head(int(data.limit))
-    dropped = {f"manifest_dropped_{k}": float(v)
-               for k, v in manifest.attrs.get(ATTR_DROPPED, {}).items()}
-    return manifest_dataset(manifest, int(data.size), data.get("on_bad_image", "raise"),
-                            int(cfg.batch_size), **tasks), dropped
+from medmask import columns as C
+from medmask.columns import BAD_IMAGE, COUNT_COLUMNS
+from medmask.eval.figures import sample_gallery
+from medmask.masking import check_ratio, create_mask_strategy
+from medmask.preprocess import build_dataset, drop_flagged, pipeline_counts, source_dataset
+from medmask.tracking import run_name, standard_tags
 
 
 def _task_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -53,11 +39,6 @@ def _task_settings(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    from medmask.data import columns as C
-    from medmask.data.pipeline import build_dataset, drop_flagged, pipeline_counts
-    from medmask.eval.figures import sample_gallery
-    from medmask.masking import check_ratio, create_mask_strategy
-    from medmask.tracking import run_name, standard_tags
 
     masking = cfg.masking
     check_ratio(masking.ratio)  # bad input fails before any compute: ratio, strategy name
@@ -78,15 +59,17 @@ def main(cfg: DictConfig) -> dict:
         start = time.perf_counter()
         # Ground-truth organ maps are kept (phantoms, COVID masks, CheXmask RLE); images without
         # one get rule-based lungs (counted as organs_rule_based).
-        source, manifest_counts = source_dataset(cfg)
+        source, manifest_counts = source_dataset(to_dict(cfg.data), int(cfg.seed),
+                                                 batch_size=int(cfg.batch_size),
+                                                 **_task_settings(cfg))
         log.info("preprocessing %s with %s masks (ratio %s) -> %s", cfg.data.name,
                  masking.name, masking.ratio, out_dir)
         dataset = build_dataset(
             source,
             strategy=masking.name,
             ratio=float(masking.ratio),
-            patch_size=masking.patch_size,
-            num_patches=masking.num_patches,
+            patch_size=cfg.grid.patch_size,
+            num_patches=cfg.grid.num_patches,
             seed=int(cfg.seed),
             epoch=int(cfg.epoch),
             strategy_params=to_dict(masking.params),
@@ -122,7 +105,6 @@ def main(cfg: DictConfig) -> dict:
 
 def _report(summary: dict, counts: dict) -> None:
     """The closing lines: what was done, where it went, and every counted fallback."""
-    from medmask.data.pipeline import COUNT_COLUMNS
 
     print(f"\npreprocessed {int(summary['images'])} images in {summary['wall_s']:.1f} s "
           f"({summary['images_per_s']:.1f} images/s)")
@@ -133,8 +115,8 @@ def _report(summary: dict, counts: dict) -> None:
                if (k in COUNT_COLUMNS or k.startswith("manifest_dropped_")) and v}
     for key, value in flagged.items():
         print(f"  {key}: {value} image(s)")
-    if counts.get("bad_image"):
-        print(f"  ({int(counts['bad_image'])} unreadable image(s) flagged and left out of the "
+    if counts.get(BAD_IMAGE):
+        print(f"  ({int(counts[BAD_IMAGE])} unreadable image(s) flagged and left out of the "
               "parquet; see counts.json in the MLflow run)")
     print(f"  dataset : {summary['output']}")
     print(f"  gallery : {summary['gallery']}")

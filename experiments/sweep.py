@@ -23,10 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import init_ray, log, make_tracker, to_dict  # noqa: E402
 from _mim import mim_settings  # noqa: E402
 
+from medmask.tune import (
+    Concurrency,
+    SweepSpec,
+    auto_max_concurrent_trials,
+    run_sweep,
+    validate_sweep,
+)
+
 
 def sweep_settings(cfg: DictConfig) -> tuple[dict[str, Any], Any]:
     """The base MIM settings and the :class:`SweepSpec`, validated before any compute."""
-    from medmask.tune import SweepSpec, validate_sweep
 
     if cfg.data.name != "phantom":
         raise ValueError(f"sweeps run on data=phantom for now, got data={cfg.data.name}")
@@ -40,8 +47,6 @@ def concurrency(cluster: DictConfig, scaling: dict[str, Any]) -> Any:
     """Trials at once from the cluster group (null: as many as the CPUs allow)."""
     import ray
 
-    from medmask.tune import Concurrency, auto_max_concurrent_trials
-
     limit = cluster.get("max_concurrent_trials")
     if limit is None:
         limit = auto_max_concurrent_trials(ray.cluster_resources().get("CPU", 1), scaling)
@@ -50,7 +55,6 @@ def concurrency(cluster: DictConfig, scaling: dict[str, Any]) -> Any:
 
 
 def run(cfg: DictConfig) -> Any:
-    from medmask.tune import run_sweep
 
     settings, spec = sweep_settings(cfg)
     tracker = make_tracker(cfg.tracking)  # fails fast (or falls back) before any compute

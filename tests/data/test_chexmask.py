@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.chexmask import (
     MASK_HEIGHT,
     RLE_HEART,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.covid_radiography import load_covid_radiography, organs_from_lung_mask
 from medmask.data.imageio import read_image, read_mask
 from medmask.data.manifest import load_manifest

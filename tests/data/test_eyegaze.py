@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.eyegaze import (
     anatomy_map,
     gaze_heatmap,

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.folder import load_folder
 from medmask.data.manifest import load_manifest
 from tests.data.fixtures import write_class_folders, write_png

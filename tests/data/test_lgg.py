@@ -2,11 +2,11 @@ import cv2
 import numpy as np
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
+from medmask.columns import BAD_IMAGE, MASK_RESIZED
 from medmask.data.imageio import ImageReadError, read_image
 from medmask.data.lgg import load_lgg_slices, patient_of_case
 from medmask.data.manifest import load_manifest
-from medmask.data.pipeline import BAD_IMAGE, MASK_RESIZED
 from medmask.data.slices import DecodeSlices
 from tests.data.fixtures import LGG_CASES, lgg_image, write_lgg
 

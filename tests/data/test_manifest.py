@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data import load_manifest, read_manifest, save_manifest
 from medmask.data.manifest import check_manifest, list_manifest_loaders
 from tests.data.fixtures import write_mimic_cxr

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.manifest import load_manifest
 from medmask.data.mimic_cxr import CHEXPERT_FINDINGS, load_mimic_cxr
 from medmask.data.splits import check_patient_disjoint

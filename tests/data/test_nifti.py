@@ -3,11 +3,11 @@ import gzip
 import numpy as np
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
+from medmask.columns import BAD_IMAGE
 from medmask.data.imageio import ImageReadError
 from medmask.data.manifest import load_manifest
 from medmask.data.nifti import load_nifti_volumes
-from medmask.data.pipeline import BAD_IMAGE
 from medmask.data.slices import DecodeSlices, read_volume_slices
 from tests.data.fixtures import write_decathlon
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.manifest import load_manifest
 from medmask.data.nih_cxr14 import NIH_FINDINGS, load_nih_cxr14, parse_finding_labels
 from medmask.data.splits import check_patient_disjoint

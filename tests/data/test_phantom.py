@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.phantom import COVID, LUNG_OPACITY, NORMAL, VIRAL_PNEUMONIA, generate
 
 N = 64

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.splits import (
     carve_validation,
     check_patient_disjoint,

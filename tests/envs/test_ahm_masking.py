@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs.ahm_masking import IMAGE_INDEX, MASKED_FRACTION, AHMMaskingEnv, AHMMaskingVectorEnv
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data import phantom
 from tests.envs.reconstruction import TinyReconstruction
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.eval.classification import (
     accuracy,
     classification_metrics,

@@ -18,7 +18,7 @@ def test_preprocess_rgmim_writes_parquet_gallery_and_mlflow_runs(tmp_path):
     out = tmp_path / "out"
     cmd = [
         sys.executable, str(ROOT / "experiments" / "preprocess.py"),
-        "masking=rgmim", "masking.ratio=0.5", "masking.patch_size=8",
+        "masking=rgmim", "masking.ratio=0.5", "grid.patch_size=8",
         "data.n=24", "data.size=64", "data.chunk=8", "seed=1",
         f"tracking.uri={uri}", "tracking.experiment=pp-test", f"output_dir={out}",
         "cluster.num_cpus=2", f"hydra.run.dir={tmp_path / 'hydra'}",

@@ -12,7 +12,7 @@ from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 import envs
 from envs.ahm_masking import AHMMaskingEnv
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data import phantom
 from medmask.rl import ahm_appo_config, ahm_patch_loss_terms
 from tests.envs.reconstruction import TinyReconstruction

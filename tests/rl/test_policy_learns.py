@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import envs
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data import phantom
 from medmask.masking import random_mask
 from medmask.models import create_model, masked_mean_loss

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import envs
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data import phantom
 from medmask.masking import create_mask_strategy
 from medmask.models import create_model

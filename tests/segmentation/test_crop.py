@@ -70,7 +70,7 @@ def test_bad_inputs():
 
 
 def test_phantom_crops_keep_the_true_lungs_and_count_the_empty_image():
-    from medmask.data import columns as C
+    from medmask import columns as C
     from medmask.data.phantom import generate
     from medmask.segmentation import segment_lungs
 

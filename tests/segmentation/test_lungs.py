@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.phantom import generate
 from medmask.segmentation import dice_score, scaled_kernel, segment_lungs
 

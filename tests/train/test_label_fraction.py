@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import ray
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.train._study import label_fraction_subset
 
 

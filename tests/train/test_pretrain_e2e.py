@@ -3,7 +3,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from medmask.data.pipeline import phantom_dataset
+from medmask.preprocess import phantom_dataset
 from medmask.tracking import Tracker
 from medmask.train import ScalingSettings, build_trainer, pretrain_loop, steps_per_epoch
 from medmask.train._study import train_view

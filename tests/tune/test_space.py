@@ -51,7 +51,7 @@ def test_ahm_trials_take_random_share_and_need_a_policy(tmp_path):
     assert trial_name(settings, ["random_share"]) == "ahm-r0.6-frac100-p0.1-s0"
     with pytest.raises(ValueError, match="policy_checkpoint"):
         trial_settings(base, {"strategy": "ahm"}, {"ahm": {"policy_checkpoint": None}})
-    with pytest.raises(ValueError, match="needs strategy=ahm"):
+    with pytest.raises(ValueError, match="needs a strategy with a random share"):
         trial_settings(base, {"strategy": "random", "random_share": 0.1}, STRATEGIES)
 
 

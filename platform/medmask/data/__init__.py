@@ -1,4 +1,8 @@
-"""Data: the phantom generator, real-dataset adapters, manifests and Ray Data pipelines."""
+"""Data: the phantom generator, real-dataset adapters, manifests, splits and decoding.
+
+This room only reads datasets; it knows nothing of masks and builds no Ray dataset (the
+Ray Data stages live in :mod:`medmask.preprocess`).
+"""
 
 from medmask.data.manifest import (
     check_manifest,
@@ -7,7 +11,6 @@ from medmask.data.manifest import (
     read_manifest,
     save_manifest,
 )
-from medmask.data.study import study_splits
 
 __all__ = [
     "check_manifest",
@@ -15,5 +18,4 @@ __all__ = [
     "load_manifest",
     "read_manifest",
     "save_manifest",
-    "study_splits",
 ]

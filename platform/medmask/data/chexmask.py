@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.manifest import (
     check_on_missing,
     drop_missing_files,
@@ -37,6 +37,7 @@ from medmask.data.manifest import (
     read_table,
     require_dir,
 )
+from medmask.data.mimic_cxr import read_metadata
 
 # The image-id column of each source CSV (as written by the dataset's own scripts).
 ID_COLUMNS: Mapping[str, str] = {
@@ -211,7 +212,6 @@ def _attach_paths(df: pd.DataFrame, source: str, image_root: Path,
                   dropped: dict[str, int]) -> pd.DataFrame:
     """Set ``path`` (and ``patient_id``) from the source dataset's layout."""
     if source == "MIMIC-CXR-JPG":
-        from medmask.data.mimic_cxr import read_metadata
 
         meta = read_metadata(image_root).set_index("dicom_id")
         known = df[C.ID].isin(meta.index)

@@ -9,7 +9,7 @@ Layout (root = ``COVID-19_Radiography_Dataset``, or its parent):
   ``Normal.metadata.xlsx``, ``Viral Pneumonia.metadata.xlsx`` with columns ``FILE NAME``
   (without extension; Normal's upper-case, ``NORMAL-1``), ``FORMAT``, ``SIZE``, ``URL``.
 
-Labels follow :data:`medmask.data.columns.COVID_CLASSES` (Normal 0, COVID 1, Lung_Opacity 2,
+Labels follow :data:`medmask.columns.COVID_CLASSES` (Normal 0, COVID 1, Lung_Opacity 2,
 Viral Pneumonia 3). The dataset has no patient ids and no split: each image is its own patient
 (``patient_id`` = ``id``), and :mod:`medmask.data.splits` draws stratified splits.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.manifest import ATTR_CLASSES, check_on_missing, finish_manifest, require_dir
 
 DATASET_FOLDER = "COVID-19_Radiography_Dataset"
@@ -50,7 +50,7 @@ def load_covid_radiography(
     Args:
         root: the dataset folder (or its parent holding ``COVID-19_Radiography_Dataset``).
         classes: which class folders to read (all four must exist when asked for); labels
-            keep the :data:`~medmask.data.columns.COVID_CLASSES` codes.
+            keep the :data:`~medmask.columns.COVID_CLASSES` codes.
         masks: pair each image with ``<Class>/masks/<same name>``; images without a mask get
             ``organs_path = ""``, counted in ``attrs["missing_masks"]`` (``on_missing="raise"``
             raises instead).

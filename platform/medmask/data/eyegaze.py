@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.manifest import (
     ATTR_CLASSES,
     check_on_missing,

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.imageio import read_mask
 from medmask.data.manifest import check_on_missing, finish_manifest, require_dir
 from medmask.data.slices import (

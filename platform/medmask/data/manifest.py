@@ -17,7 +17,6 @@ Adapters are imported lazily so that ``import medmask.data`` stays light.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -27,14 +26,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
+from medmask.registry import Registry
 
 log = logging.getLogger(__name__)
 
 ManifestLoader = Callable[..., pd.DataFrame]
 
-# name -> "module:function", imported on first use.
-_LOADERS: dict[str, str] = {
+# Dataset adapters, by the names of the Hydra ``data=`` group: "module:function" entries,
+# imported on first use.
+DATASET_ADAPTERS: Registry[ManifestLoader] = Registry("dataset")
+for _name, _target in {
     "covid_radiography": "medmask.data.covid_radiography:load_covid_radiography",
     "chexmask": "medmask.data.chexmask:load_chexmask",
     "nih_cxr14": "medmask.data.nih_cxr14:load_nih_cxr14",
@@ -43,7 +45,8 @@ _LOADERS: dict[str, str] = {
     "folder": "medmask.data.folder:load_folder",
     "lgg_slices": "medmask.data.lgg:load_lgg_slices",
     "nifti_volumes": "medmask.data.nifti:load_nifti_volumes",
-}
+}.items():
+    DATASET_ADAPTERS.add_lazy(_name, _target)
 
 ATTR_SOURCE = "source"
 ATTR_FINDINGS = "findings"
@@ -55,14 +58,12 @@ _PARQUET_ATTRS_KEY = b"medmask.attrs"
 
 def list_manifest_loaders() -> list[str]:
     """The dataset names ``load_manifest`` accepts."""
-    return sorted(_LOADERS)
+    return DATASET_ADAPTERS.names()
 
 
 def register_manifest_loader(name: str, target: str) -> None:
     """Register an adapter as ``"module:function"`` (imported on first use)."""
-    if name in _LOADERS and _LOADERS[name] != target:
-        raise ValueError(f"a manifest loader named {name!r} is already registered")
-    _LOADERS[name] = target
+    DATASET_ADAPTERS.add_lazy(name, target)
 
 
 def load_manifest(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
@@ -77,13 +78,10 @@ def load_manifest(name: str, root: str | Path, **options: Any) -> pd.DataFrame:
         ValueError: unknown ``name`` (the message lists the valid ones) or a malformed dataset.
         FileNotFoundError: ``root`` or a file the layout requires is missing.
     """
-    if name not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {list_manifest_loaders()}")
+    loader = DATASET_ADAPTERS.get(name)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root for {name!r} not found (expected a folder): {root}")
-    module_name, function_name = _LOADERS[name].split(":")
-    loader: ManifestLoader = getattr(importlib.import_module(module_name), function_name)
     manifest = loader(root, **options)
     check_manifest(manifest)
     return manifest

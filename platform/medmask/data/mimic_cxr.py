@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.manifest import (
     ATTR_FINDINGS,
     check_on_missing,

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.imageio import ImageReadError
 from medmask.data.manifest import check_on_missing, finish_manifest, require_dir
 from medmask.data.slices import (

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.manifest import (
     ATTR_FINDINGS,
     check_on_missing,

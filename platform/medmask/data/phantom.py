@@ -9,7 +9,7 @@ torso, brighter where it is thicker); two dark lungs with hilar vessel markings;
 mediastinum and spine; curved posterior ribs and two clavicles; exposure (gamma, contrast,
 brightness, heel-effect gradient) variation and quantum noise.
 
-Organ map (:mod:`medmask.data.columns` codes): 1 the patient's right lung, on the image's LEFT
+Organ map (:mod:`medmask.columns` codes): 1 the patient's right lung, on the image's LEFT
 half as on a PA view (x < 0); 2 the left lung (x > 0); 3 the heart, painted over the lungs
 where they overlap (the heart lies centre / image-right); 0 everything else.
 
@@ -50,7 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from medmask.data import columns as C
+from medmask import columns as C
+from medmask.keyed import keyed_uniform
 
 MIN_SIZE, MAX_SIZE = 32, 1024
 NUM_CLASSES = len(C.COVID_CLASSES)
@@ -155,7 +156,7 @@ def generate(
         **options: :class:`PhantomSpec` fields overriding ``spec`` (e.g. ``finding_prob=0.5``).
 
     Returns:
-        Columns keyed by :mod:`medmask.data.columns`: ``id`` and ``patient_id`` (str, one
+        Columns keyed by :mod:`medmask.columns`: ``id`` and ``patient_id`` (str, one
         patient per image), ``image`` float32 [n, H, W] in [0, 1], ``organs`` uint8 [n, H, W],
         ``lesion`` uint8 [n, H, W] in {0, 1}, ``gaze`` float32 [n, H, W] (max 1), ``label``
         int64 [n] (index into ``COVID_CLASSES``), ``label_name`` (str), ``labels`` float32
@@ -245,11 +246,9 @@ def _class_labels(indices: np.ndarray, seed: int, draws: _Draws,
         cumulative = np.cumsum(spec.class_probs)
         label = np.searchsorted(cumulative, draws.p("class_u"), side="right")
         return np.minimum(label, NUM_CLASSES - 1).astype(np.int64)
-    from medmask.masking import keyed_uniform
-
     blocks = indices // NUM_CLASSES
     keys = (np.int64(seed % 2**31) * np.int64(1_000_003) + blocks).astype(np.int64)
-    permutations = np.argsort(keyed_uniform(keys ^ np.int64(0x51A7E), NUM_CLASSES).numpy(),
+    permutations = np.argsort(keyed_uniform(keys ^ np.int64(0x51A7E), NUM_CLASSES),
                               axis=1, kind="stable")
     return permutations[np.arange(len(indices)), indices % NUM_CLASSES].astype(np.int64)
 

@@ -5,7 +5,7 @@ image: ``path`` plus ``lesion_path`` (the lesion mask file, or the label volume)
 apply ``slice_index`` (index along a volume's last spatial axis; -1 for a 2-D file) and
 ``image_channel`` (the channel of a multi-channel file; -1 for grayscale). Their ``attrs`` say
 how the decode stage normalizes (``normalize``, ``zscore_clip``) and which label values are
-target (``target_labels``); :func:`medmask.data.pipeline.manifest_dataset` picks
+target (``target_labels``); :func:`medmask.preprocess.manifest_dataset` picks
 :class:`DecodeSlices` for any manifest with a ``lesion_path`` column.
 
 Normalization (AHM paper, section V-A: "z-score normalization" per image). The pipeline's
@@ -32,8 +32,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.data.imageio import ImageReadError, read_image, read_mask
+from medmask.keyed import image_keys
 
 NORMALIZATIONS = ("zscore", "minmax")
 ATTR_NORMALIZE = "normalize"
@@ -156,7 +157,7 @@ class DecodeSlices:
     ``size``, then normalizes the whole batch at once (:func:`normalize_images`). ``lesion`` is
     uint8 {0, 1}: the target pixels (:func:`is_target`).
 
-    Flags, as :class:`~medmask.data.pipeline.DecodeImages`: ``bad_image`` (zero image, kept and
+    Flags, as :class:`~medmask.data.decode.DecodeImages`: ``bad_image`` (zero image, kept and
     counted; only with ``on_bad_image="flag"``), ``bad_mask`` (lesion unreadable: empty lesion),
     ``mask_resized`` (a 2-D mask of another size than its image).
 
@@ -185,8 +186,6 @@ class DecodeSlices:
                    attrs.get(ATTR_ZSCORE_CLIP, 3.0), attrs.get(ATTR_TARGET_LABELS))
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from medmask.data.pipeline import BAD_IMAGE, BAD_MASK, IMAGE_KEY, MASK_RESIZED, image_keys
-
         cv2.setNumThreads(1)
         paths = np.asarray(batch[C.PATH]).astype(str)
         n = len(paths)
@@ -205,8 +204,8 @@ class DecodeSlices:
         normalized = normalize_images(images, self.normalize, self.zscore_clip)
         out[C.IMAGE] = np.where(bad_image[:, None, None], np.float32(0), normalized)
         out[C.LESION] = lesions
-        out[BAD_IMAGE], out[BAD_MASK], out[MASK_RESIZED] = bad_image, bad_mask, resized
-        out[IMAGE_KEY] = image_keys(out[C.ID])
+        out[C.BAD_IMAGE], out[C.BAD_MASK], out[C.MASK_RESIZED] = bad_image, bad_mask, resized
+        out[C.IMAGE_KEY] = image_keys(out[C.ID])
         return out
 
     def _resize(self, array: np.ndarray, interpolation: int) -> np.ndarray:

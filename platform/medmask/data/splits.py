@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
 
 DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 LABEL_FRACTIONS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5, 1.0)

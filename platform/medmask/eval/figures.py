@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medmask.data import columns as C
+from medmask import columns as C
 
 # organ code -> RGB (background black, right lung red, left lung green, heart blue)
 ORGAN_COLORS = np.array([[0, 0, 0], [220, 60, 60], [60, 200, 60], [70, 110, 230]], np.uint8)

@@ -24,6 +24,7 @@ from medmask.masking._noise import keyed_uniform, mask_seeds, uniform_noise
 from medmask.masking._non_anatomical import non_anatomical_mask
 from medmask.masking._patch import apply_patch_mask, mask_lowest, random_mask, sample_from_scores
 from medmask.masking._pixel_maskers import (
+    PIXEL_MASKERS,
     PixelMasker,
     PixelMaskResult,
     create_pixel_masker,
@@ -39,15 +40,20 @@ from medmask.masking._region_guided import (
     region_guided_mask,
 )
 from medmask.masking._registry import (
+    MASK_STRATEGIES,
     MaskStrategy,
     create_mask_strategy,
     list_mask_strategies,
     register_mask_strategy,
     strategy_needs,
+    strategy_reports,
+    strategy_requires,
 )
 from medmask.masking._validate import check_ratio, num_masked
 
 __all__ = [
+    "MASK_STRATEGIES",
+    "PIXEL_MASKERS",
     "ANATOMY_LABELS",
     "DEFAULT_STRUCTURES",
     "MaskStrategy",
@@ -80,6 +86,8 @@ __all__ = [
     "register_pixel_masker",
     "sample_from_scores",
     "strategy_needs",
+    "strategy_reports",
+    "strategy_requires",
     "uniform_noise",
     "zero_pixels",
 ]

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.masking._grid import PatchGrid
 from medmask.masking._noise import uniform_noise
 from medmask.masking._patch import mask_lowest
@@ -163,7 +163,7 @@ def policy_scores(policy: torch.nn.Module, images: torch.Tensor) -> torch.Tensor
         policy.train(was_training)
 
 
-@register_mask_strategy("ahm", needs=(C.IMAGE,))
+@register_mask_strategy("ahm", needs=(C.IMAGE,), requires=("policy",))
 def _ahm_strategy(
     policy: torch.nn.Module, random_share: float = 0.3, weighting: str = "probability"
 ) -> MaskStrategy:
@@ -189,6 +189,6 @@ def _ahm_strategy(
         scores = sampling_weights(policy_scores(policy, images.to(device)), weighting)
         if generator is not None:
             scores = scores.to(generator.device)
-        return ahm_mask(scores, grid, ratio, share, generator, seeds=batch.get("mask_seed"))
+        return ahm_mask(scores, grid, ratio, share, generator, seeds=batch.get(C.MASK_SEED))
 
     return strategy

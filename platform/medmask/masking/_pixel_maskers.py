@@ -17,12 +17,13 @@ from typing import Any, Protocol
 
 import torch
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.masking._anatomical import anatomical_mask
 from medmask.masking._contour import DEFAULT_STRUCTURES, contour_bands, contour_overlay
 from medmask.masking._non_anatomical import non_anatomical_mask
 from medmask.masking._region import ANATOMY_LABELS, anatomy_region
 from medmask.masking._validate import as_tensor, check_ratio
+from medmask.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -48,45 +49,29 @@ class PixelMasker(Protocol):
                  generator: torch.Generator | None = None) -> PixelMaskResult: ...
 
 
-_MASKERS: dict[str, Callable[..., PixelMasker]] = {}
-_NEEDS: dict[str, tuple[str, ...]] = {}
+PIXEL_MASKERS: Registry[Callable[..., PixelMasker]] = Registry("pixel masker")
 
 
 def register_pixel_masker(
     name: str, *, needs: tuple[str, ...] = ()
 ) -> Callable[[Callable[..., PixelMasker]], Callable[..., PixelMasker]]:
     """Register a pixel-masker factory under ``name`` (``needs``: batch columns it reads)."""
-
-    def decorate(factory: Callable[..., PixelMasker]) -> Callable[..., PixelMasker]:
-        if name in _MASKERS and _MASKERS[name] is not factory:
-            raise ValueError(f"pixel masker {name!r} is already registered")
-        _MASKERS[name], _NEEDS[name] = factory, tuple(needs)
-        return factory
-
-    return decorate
+    return PIXEL_MASKERS.register(name, needs=needs)
 
 
 def list_pixel_maskers(filter: str = "") -> list[str]:  # noqa: A002 (timm's name)
     """Sorted names of the registered pixel maskers, optionally those containing ``filter``."""
-    return sorted(n for n in _MASKERS if filter in n)
+    return PIXEL_MASKERS.names(filter)
 
 
 def pixel_masker_needs(name: str) -> tuple[str, ...]:
     """The batch columns that pixel masker ``name`` reads."""
-    _lookup(name)
-    return _NEEDS[name]
+    return PIXEL_MASKERS.entry(name).needs
 
 
 def create_pixel_masker(name: str, **params: Any) -> PixelMasker:
     """Build the pixel masker registered as ``name``; unknown names list the valid ones."""
-    return _lookup(name)(**params)
-
-
-def _lookup(name: str) -> Callable[..., PixelMasker]:
-    if name not in _MASKERS:
-        valid = ", ".join(list_pixel_maskers()) or "(none registered)"
-        raise ValueError(f"unknown pixel masker {name!r}; valid pixel maskers: {valid}")
-    return _MASKERS[name]
+    return PIXEL_MASKERS.create(name, **params)  # type: ignore[no-any-return]
 
 
 def _column(batch: Mapping[str, Any], key: str, masker: str) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.masking._anatomical import combined_heatmap
 from medmask.masking._validate import as_tensor
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.masking._grid import PatchGrid
 from medmask.masking._noise import uniform_noise
 from medmask.masking._patch import mask_lowest

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 
 from medmask.masking._grid import PatchGrid
+from medmask.registry import Registry
 
 
 class MaskStrategy(Protocol):
@@ -30,39 +31,44 @@ class MaskStrategy(Protocol):
 
 StrategyFactory = Callable[..., MaskStrategy]
 
-_STRATEGIES: dict[str, StrategyFactory] = {}
-_NEEDS: dict[str, tuple[str, ...]] = {}
+MASK_STRATEGIES: Registry[StrategyFactory] = Registry("mask strategy")
 
 
 def register_mask_strategy(
-    name: str, *, needs: tuple[str, ...] = ()
+    name: str, *, needs: tuple[str, ...] = (), requires: tuple[str, ...] = (),
+    reports: tuple[str, ...] = (),
 ) -> Callable[[StrategyFactory], StrategyFactory]:
     """Register a strategy factory under ``name``.
 
     Args:
         name: the name used by Hydra (``masking=NAME``) and Tune grids.
-        needs: the batch columns the strategy reads (documentation and pipeline checks).
+        needs: the batch columns the strategy reads.
+        requires: factory parameters that must come from outside the batch, already loaded
+            (``("policy",)`` for AHM: the caller loads the checkpoint).
+        reports: statistics columns the preprocessing stage reports for it
+            (``("filled_share",)`` for RGMIM).
     """
-
-    def decorate(factory: StrategyFactory) -> StrategyFactory:
-        if name in _STRATEGIES and _STRATEGIES[name] is not factory:
-            raise ValueError(f"mask strategy {name!r} is already registered")
-        _STRATEGIES[name] = factory
-        _NEEDS[name] = tuple(needs)
-        return factory
-
-    return decorate
+    return MASK_STRATEGIES.register(name, needs=needs, requires=requires, reports=reports)
 
 
 def list_mask_strategies(filter: str = "") -> list[str]:  # noqa: A002 (timm's name)
     """Sorted names of the registered strategies, optionally those containing ``filter``."""
-    return sorted(n for n in _STRATEGIES if filter in n)
+    return MASK_STRATEGIES.names(filter)
 
 
 def strategy_needs(name: str) -> tuple[str, ...]:
     """The batch columns that strategy ``name`` reads."""
-    _lookup(name)
-    return _NEEDS[name]
+    return MASK_STRATEGIES.entry(name).needs
+
+
+def strategy_requires(name: str) -> tuple[str, ...]:
+    """The loaded objects strategy ``name`` must be given (e.g. ``("policy",)``)."""
+    return MASK_STRATEGIES.entry(name).requires
+
+
+def strategy_reports(name: str) -> tuple[str, ...]:
+    """The statistics columns reported for strategy ``name`` (e.g. ``("filled_share",)``)."""
+    return MASK_STRATEGIES.entry(name).reports
 
 
 def create_mask_strategy(name: str, **params: Any) -> MaskStrategy:
@@ -71,11 +77,4 @@ def create_mask_strategy(name: str, **params: Any) -> MaskStrategy:
     Raises:
         ValueError: for an unknown name, listing the valid ones.
     """
-    return _lookup(name)(**params)
-
-
-def _lookup(name: str) -> StrategyFactory:
-    if name not in _STRATEGIES:
-        valid = ", ".join(list_mask_strategies()) or "(none registered)"
-        raise ValueError(f"unknown mask strategy {name!r}; valid strategies: {valid}")
-    return _STRATEGIES[name]
+    return MASK_STRATEGIES.create(name, **params)  # type: ignore[no-any-return]

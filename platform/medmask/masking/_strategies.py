@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.masking._grid import PatchGrid
 from medmask.masking._patch import random_mask
 from medmask.masking._region_guided import region_guided_mask
@@ -16,7 +16,7 @@ from medmask.masking._registry import MaskStrategy, register_mask_strategy
 
 def batch_size_of(batch: Mapping[str, Any]) -> int:
     """The batch size B of a mapping of tensors/arrays (its first array-like column)."""
-    for key in (C.IMAGE, "mask_seed", C.ORGANS):
+    for key in (C.IMAGE, C.MASK_SEED, C.ORGANS):
         if key in batch:
             return len(batch[key])
     for value in batch.values():
@@ -37,13 +37,13 @@ def _random_strategy() -> MaskStrategy:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         return random_mask(
-            batch_size_of(batch), grid, ratio, generator, seeds=batch.get("mask_seed")
+            batch_size_of(batch), grid, ratio, generator, seeds=batch.get(C.MASK_SEED)
         )
 
     return strategy
 
 
-@register_mask_strategy("rgmim", needs=(C.ORGANS,))
+@register_mask_strategy("rgmim", needs=(C.ORGANS,), reports=(C.FILLED_SHARE,))
 def _region_guided_strategy(
     valid_labels: tuple[int, ...] | list[int] = C.LUNG_LABELS, min_overlap: float = 0.0
 ) -> MaskStrategy:
@@ -64,7 +64,7 @@ def _region_guided_strategy(
             )
         return region_guided_mask(
             batch[C.ORGANS], grid, ratio, generator, valid_labels=labels,
-            min_overlap=min_overlap, seeds=batch.get("mask_seed"),
+            min_overlap=min_overlap, seeds=batch.get(C.MASK_SEED),
         )
 
     return strategy

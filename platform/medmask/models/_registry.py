@@ -14,29 +14,27 @@ from typing import Any, TypeVar
 
 import torch
 
+from medmask.registry import Registry
+
 ModelBuilder = Callable[..., torch.nn.Module]
 M = TypeVar("M", bound=torch.nn.Module)
 
-_MODELS: dict[str, ModelBuilder] = {}
+MODELS: Registry[ModelBuilder] = Registry("model")
 
 
 def register_model(builder: ModelBuilder) -> ModelBuilder:
     """Register ``builder`` under its function name (timm's ``@register_model``)."""
-    name = builder.__name__
-    if name in _MODELS and _MODELS[name] is not builder:
-        raise ValueError(f"model {name!r} is already registered")
-    _MODELS[name] = builder
-    return builder
+    return MODELS.register(builder.__name__)(builder)
 
 
 def list_models(filter: str = "") -> list[str]:  # noqa: A002 (timm's name)
     """Sorted names of the registered models, optionally those containing ``filter``."""
-    return sorted(n for n in _MODELS if filter in n)
+    return MODELS.names(filter)
 
 
 def is_model(name: str) -> bool:
     """True when ``name`` is a registered model."""
-    return name in _MODELS
+    return name in MODELS
 
 
 def create_model(name: str, **params: Any) -> torch.nn.Module:
@@ -45,10 +43,7 @@ def create_model(name: str, **params: Any) -> torch.nn.Module:
     Raises:
         ValueError: for an unknown name (listing the valid ones) or an unknown parameter.
     """
-    if name not in _MODELS:
-        valid = ", ".join(list_models()) or "(none registered)"
-        raise ValueError(f"unknown model {name!r}; valid models: {valid}")
-    return _MODELS[name](**params)
+    return MODELS.create(name, **params)  # type: ignore[no-any-return]
 
 
 def build_with_overrides(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 
-from medmask.data import columns as C
+from medmask import columns as C
 
 
 class AddPatchRewardsFromInfos(ConnectorV2):

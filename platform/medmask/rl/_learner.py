@@ -44,7 +44,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
 
-from medmask.data import columns as C
+from medmask import columns as C
 
 MEAN_PATCH_REWARD_KEY = "mean_patch_reward"
 MEAN_PATCH_VALUE_KEY = "mean_patch_value"

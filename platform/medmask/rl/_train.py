@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medmask.masking import create_mask_strategy
+from medmask.models import masked_mean_loss
 from medmask.rl._config import trained_policy_net
 from medmask.rl._module import MaskingPolicyNet
 
@@ -168,8 +170,6 @@ def policy_vs_random(
     Returns:
         ``{"policy_mask_recon_loss", "random_mask_recon_loss", "hard_vs_random_ratio"}``.
     """
-    from medmask.masking import create_mask_strategy
-    from medmask.models import masked_mean_loss
 
     reconstruction = reconstruction.eval()
     strategies = {

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medmask.data import columns as C
+from medmask import columns as C
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def context_augment(
 
     Args:
         images: float [B, H, W] or [B, C, H, W] in [0, 1].
-        organs: optional organ label map [B, H, W] (:mod:`medmask.data.columns` codes).
+        organs: optional organ label map [B, H, W] (:mod:`medmask.columns` codes).
         masks: other label maps / bool masks [B, H, W] (lesion, lungs, ...).
         config: ranges and probabilities.
         generator: the source of every random draw (parameters and noise).

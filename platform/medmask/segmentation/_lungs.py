@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from medmask.data import columns as C
+from medmask import columns as C
 
 REFERENCE_SIZE = 224
 CLOSE_KERNEL = 20

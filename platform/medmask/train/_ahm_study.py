@@ -35,9 +35,33 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medmask.data import columns as C
-from medmask.data.study import study_splits
+import envs
+from medmask import columns as C
+from medmask.eval.figures import heatmap_rgb, mask_gallery, organ_overlay
+from medmask.masking import apply_patch_mask, create_mask_strategy
+from medmask.models import create_model
+from medmask.preprocess import study_splits
+from medmask.rl import (
+    ALGO_DIR,
+    ENV_STEPS,
+    REWARD,
+    PolicyBudget,
+    ahm_appo_config,
+    load_policy,
+    policy_vs_random,
+    save_policy,
+    train_policy,
+)
+from medmask.tracking import run_name
 from medmask.train._checkpoint import config_hash, load_checkpoint
+from medmask.train._loop_utils import quiet_data_progress
+from medmask.train._segment import (
+    build_segmenter,
+    check_target,
+    predict_segmentation,
+    score_segmentation,
+)
+from medmask.train._segment import segment_loop as loop
 from medmask.train._study import (
     label_fraction_subset,
     pretrain_settings,
@@ -61,7 +85,6 @@ SEGMENT_COLUMNS = (C.IMAGE, C.LESION, C.ORGANS)
 def load_reconstruction(checkpoint: str) -> torch.nn.Module:
     """The frozen reconstruction network of a pretraining checkpoint (a picklable factory for
     remote EnvRunners: ``functools.partial(load_reconstruction, path)``)."""
-    from medmask.models import create_model
 
     state = load_checkpoint(checkpoint)
     model = create_model(state["model_name"], **state.get("model_params", {}))
@@ -91,18 +114,6 @@ def policy_cache_key(settings: dict[str, Any], reconstruction_key: dict[str, Any
 def run_policy_training(settings: dict[str, Any], reconstruction: Path, train_images: np.ndarray,
                         heldout: np.ndarray, stage: Any) -> tuple[Path, dict[str, float]]:
     """Train (or reuse) the masking policy; returns its folder and the held-out check."""
-    import envs
-    from medmask.rl import (
-        ALGO_DIR,
-        ENV_STEPS,
-        REWARD,
-        PolicyBudget,
-        ahm_appo_config,
-        load_policy,
-        policy_vs_random,
-        save_policy,
-        train_policy,
-    )
 
     policy = dict(settings["policy"])
     folder = Path(settings["cache_dir"]) / "policy" / config_hash(
@@ -157,8 +168,6 @@ def reward_curve(history: pd.DataFrame) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medmask.rl import ENV_STEPS, REWARD
-
     figure, axis = plt.subplots(figsize=(5, 3.2), dpi=120)
     if len(history) and REWARD in history:
         axis.plot(history[ENV_STEPS], history[REWARD], marker=".")
@@ -175,8 +184,6 @@ def reward_curve(history: pd.DataFrame) -> Any:
 def policy_figure(net: Any, images: np.ndarray, ratio: float, random_share: float,
                   weighting: str) -> np.ndarray:
     """AHM Fig. 8: image / predicted loss (value head) / masking probability / masked image."""
-    from medmask.eval.figures import heatmap_rgb, mask_gallery
-    from medmask.masking import apply_patch_mask, create_mask_strategy
 
     x = torch.as_tensor(images[:, None])
     logits, values = net(x)
@@ -212,8 +219,6 @@ def run_segmentation(settings: dict[str, Any], datasets: dict[str, Any], stage: 
                      scaling: ScalingSettings, pretrained: Path | None, fraction: float,
                      cache_key: dict[str, Any]) -> dict[str, float]:
     """Fine-tune a U-Net segmenter on a label fraction (cached) and score it on the test split."""
-    from medmask.train._segment import build_segmenter, predict_segmentation, score_segmentation
-    from medmask.train._segment import segment_loop as loop
 
     seg = settings["segmentation"]
     folder = Path(settings["cache_dir"]) / "segment" / config_hash(cache_key)
@@ -260,7 +265,6 @@ def run_segmentation(settings: dict[str, Any], datasets: dict[str, Any], stage: 
 def segmentation_figure(images: np.ndarray, targets: np.ndarray, preds: np.ndarray
                         ) -> np.ndarray:
     """Image / ground truth / prediction rows (label maps as colour overlays)."""
-    from medmask.eval.figures import mask_gallery, organ_overlay
 
     return mask_gallery([images, organ_overlay(images, targets), organ_overlay(images, preds)])
 
@@ -271,9 +275,6 @@ def segmentation_figure(images: np.ndarray, targets: np.ndarray, preds: np.ndarr
 
 def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
     """Run the five AHM steps (module docstring); returns the segmentation results table."""
-    from medmask.tracking import run_name
-    from medmask.train._loop_utils import quiet_data_progress
-    from medmask.train._segment import check_target
 
     unknown = [m for m in settings["segmentation"]["methods"] if m not in METHODS]
     if unknown:  # before any compute

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medmask.data import columns as C
+from medmask import columns as C
+from medmask.eval import classification_metrics
+from medmask.models import EncoderClassifier, create_model, load_local_weights
 from medmask.train._checkpoint import load_checkpoint
 from medmask.train._loop_utils import (
     autocast,
@@ -25,13 +27,13 @@ from medmask.train._loop_utils import (
     train_epoch,
     unwrap,
 )
+from medmask.train._pretrain import _EpochLogger, _report
 
 
 def build_classifier(config: dict[str, Any]) -> torch.nn.Module:
     """The encoder + head; the encoder starts from ``pretrained`` (a pretraining checkpoint
     folder) or ``init_weights`` ({weights, prefix}: a local weights file, the Transfer
     baseline), else from random weights (From Scratch)."""
-    from medmask.models import EncoderClassifier, create_model
 
     encoder = create_model(config["model"]["name"], **config["model"].get("params", {}))
     pretrained = config.get("pretrained")
@@ -40,7 +42,6 @@ def build_classifier(config: dict[str, Any]) -> torch.nn.Module:
         encoder.load_state_dict(state["model"])
     init = config.get("init_weights") or {}
     if init.get("weights"):  # the "Transfer" baseline: local (e.g. ImageNet) weights
-        from medmask.models import load_local_weights
 
         load_local_weights(encoder, init["weights"], init.get("prefix", ""))
     head = config["head"]
@@ -92,8 +93,6 @@ def finetune_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from medmask.eval import classification_metrics
-
     torch.manual_seed(int(config["seed"]))
     quiet_data_progress()
     context = ray.train.get_context()
@@ -110,7 +109,6 @@ def finetune_loop(config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     per_worker_batch = max(1, batch_size // world)
-    from medmask.train._pretrain import _EpochLogger, _report
 
     logger = _EpochLogger(config.get("tracking"), rank)
     for epoch in range(start_epoch, epochs):

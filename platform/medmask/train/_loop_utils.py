@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from medmask.data import columns as C
+from medmask import columns as C
 from medmask.masking import PatchGrid, mask_seeds
+from medmask.train._checkpoint import load_checkpoint
+from medmask.train._optim import OptimizerConfig, build_optimizer, build_scheduler
 
 IMAGE_KEY = "image_key"  # int64 hash of the image id, written by the data pipeline
 
@@ -157,9 +159,6 @@ def optimization_state(model: torch.nn.Module, config: dict[str, Any]) -> tuple[
     training continues at the epoch after the one it saved.
     """
     import ray.train
-
-    from medmask.train._checkpoint import load_checkpoint
-    from medmask.train._optim import OptimizerConfig, build_optimizer, build_scheduler
 
     optim_cfg = OptimizerConfig(**config.get("optim", {}))
     optimizer = build_optimizer(model, optim_cfg, int(config["batch_size"]))

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from medmask.masking import MaskStrategy, create_mask_strategy
+from medmask.masking import MaskStrategy, create_mask_strategy, strategy_requires
+from medmask.rl import load_policy, policy_digest
 
 POLICY_CHECKPOINT = "policy_checkpoint"
 
@@ -22,15 +23,15 @@ def build_mask_strategy(masking: Mapping[str, Any],
     """The strategy ``masking['name']`` with ``masking['params']`` (policy loaded for ahm)."""
     params = dict(masking.get("params") or {})
     checkpoint = params.pop(POLICY_CHECKPOINT, None)
-    if masking["name"] == "ahm" and "policy" not in params:
+    name = masking["name"]
+    if "policy" in strategy_requires(name) and "policy" not in params:
         if not checkpoint:
             raise ValueError(
-                "masking=ahm needs masking.params.policy_checkpoint: the policy.pt of a trained "
-                "AHM policy (experiments/ahm.py writes one)")
-        from medmask.rl import load_policy
+                f"masking={name} needs masking.params.policy_checkpoint: the policy.pt of a "
+                "trained AHM policy (experiments/ahm.py writes one)")
 
         params["policy"] = load_policy(checkpoint, device=device)
-    return create_mask_strategy(masking["name"], **params)
+    return create_mask_strategy(name, **params)
 
 
 def masking_cache_key(masking: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,7 +40,6 @@ def masking_cache_key(masking: Mapping[str, Any]) -> dict[str, Any]:
     key = dict(masking)
     checkpoint = (masking.get("params") or {}).get(POLICY_CHECKPOINT)
     if checkpoint:
-        from medmask.rl import policy_digest
 
         key["policy_digest"] = policy_digest(checkpoint)
     return key

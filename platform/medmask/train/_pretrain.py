@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from medmask.models import create_model, masked_mean_loss
+from medmask.tracking import log_metrics_to_run
 from medmask.train._checkpoint import save_checkpoint
 from medmask.train._loop_utils import (
     autocast,
@@ -42,8 +44,6 @@ def pretrain_loop(config: dict[str, Any]) -> None:
     """
     import ray.train
     import ray.train.torch
-
-    from medmask.models import create_model, masked_mean_loss
 
     torch.manual_seed(int(config["seed"]))
     quiet_data_progress()
@@ -126,7 +126,6 @@ class _EpochLogger:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         if self.target is None:
             return
-        from medmask.tracking import log_metrics_to_run
 
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         log_metrics_to_run(self.target["uri"], self.target["run_id"], numeric, step=step)

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medmask.data import columns as C
+from medmask import columns as C
+from medmask.eval.metrics import segmentation_metrics
+from medmask.models import create_model, from_pretrained_unet
 from medmask.train._checkpoint import load_checkpoint
 from medmask.train._loop_utils import (
     autocast,
@@ -34,6 +36,7 @@ from medmask.train._loop_utils import (
     train_epoch,
     unwrap,
 )
+from medmask.train._pretrain import _EpochLogger, _report
 
 TARGETS = {C.LESION: 1, C.ORGANS: 4}  # target column -> output channels
 ORGAN_NAMES = ("right_lung", "left_lung", "heart")
@@ -53,7 +56,6 @@ def build_segmenter(config: dict[str, Any]) -> torch.nn.Module:
     ``config['model']`` names the reconstruction U-Net (``unet_tiny``, ``unet``); the segmenter
     has the same body either way, so pretrained and from-scratch runs differ only in the start.
     """
-    from medmask.models import create_model, from_pretrained_unet
 
     unet = create_model(config["model"]["name"], **config["model"].get("params", {}))
     if not hasattr(unet, "body"):
@@ -91,7 +93,6 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
 def score_segmentation(preds: np.ndarray, targets: np.ndarray, num_outputs: int
                        ) -> dict[str, float]:
     """AHM's metrics of label maps [M, H, W]: binary, or the mean over foreground classes."""
-    from medmask.eval.metrics import segmentation_metrics
 
     if num_outputs == 1:
         return {k: float(v) for k, v in
@@ -139,8 +140,6 @@ def segment_loop(config: dict[str, Any]) -> None:
     """
     import ray.train
     import ray.train.torch
-
-    from medmask.train._pretrain import _EpochLogger, _report
 
     torch.manual_seed(int(config["seed"]))
     quiet_data_progress()

@@ -19,10 +19,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medmask.data import columns as C
-from medmask.data.study import study_splits
+from medmask import columns as C
+from medmask.data.splits import label_fraction_subsets
+from medmask.eval import classification_metrics
+from medmask.eval.figures import mask_gallery
+from medmask.masking import apply_patch_mask
+from medmask.models import create_model, load_local_weights
+from medmask.preprocess import study_splits
+from medmask.tracking import run_name
 from medmask.train._checkpoint import PretrainCache, load_checkpoint
-from medmask.train._masks import build_mask_strategy
+from medmask.train._finetune import build_classifier, finetune_loop, predict
+from medmask.train._loop_utils import quiet_data_progress
+from medmask.train._masks import build_mask_strategy, masking_cache_key
+from medmask.train._pretrain import pretrain_loop
 from medmask.train._trainer import (
     ScalingSettings,
     build_trainer,
@@ -47,7 +56,6 @@ def phantom_splits(data: dict[str, Any], seed: int) -> dict[str, Any]:
 def label_fraction_subset(dataset: Any, fraction: float, seed: int) -> tuple[Any, list[str]]:
     """The nested, class-stratified label fraction of a dataset, and the chosen ids (a seeded
     random nested subset where the dataset has no class label)."""
-    from medmask.data.splits import label_fraction_subsets
 
     labelled = C.LABEL in dataset.schema().names
     table = dataset.select_columns([C.ID, C.LABEL] if labelled else [C.ID]).to_pandas()
@@ -71,7 +79,6 @@ def train_view(dataset: Any) -> Any:
 
 def pretrain_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Everything that determines a pretrained encoder (the cache key)."""
-    from medmask.train._masks import masking_cache_key
 
     keys = ("model", "pretrain", "data", "seed")
     return {**{k: settings[k] for k in keys}, "masking": masking_cache_key(settings["masking"])}
@@ -83,7 +90,6 @@ def run_pretraining(settings: dict[str, Any], datasets: dict[str, Any], stage: A
 
     ``callbacks`` go to the ``TorchTrainer`` (Ray Train ``UserCallback`` s).
     """
-    from medmask.train._pretrain import pretrain_loop
 
     cache = PretrainCache(Path(settings["cache_dir"]) / "pretrain")
     key = pretrain_settings(settings)
@@ -131,8 +137,6 @@ def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: An
     ``transfer_weights.json``); neither = From Scratch. ``callbacks`` go to the
     ``TorchTrainer`` (Ray Train ``UserCallback`` s).
     """
-    from medmask.eval import classification_metrics
-    from medmask.train._finetune import build_classifier, finetune_loop, predict
 
     subset, ids = label_fraction_subset(datasets["train"], fraction, int(settings["seed"]))
     stage.log_dict({"fraction": fraction, "ids": ids}, "label_fraction_ids.json")
@@ -178,7 +182,6 @@ def run_finetuning(settings: dict[str, Any], datasets: dict[str, Any], stage: An
 
 def transfer_report(model: dict[str, Any], init_weights: dict[str, Any]) -> Any:
     """What a Transfer weights file loads into the encoder (fails fast, before training)."""
-    from medmask.models import create_model, load_local_weights
 
     encoder = create_model(model["name"], **model.get("params", {}))
     return load_local_weights(encoder, init_weights["weights"], init_weights.get("prefix", ""))
@@ -187,9 +190,6 @@ def transfer_report(model: dict[str, Any], init_weights: dict[str, Any]) -> Any:
 def reconstruction_gallery(settings: dict[str, Any], checkpoint: Path, dataset: Any,
                            count: int = 4) -> np.ndarray:
     """Original / masked / reconstruction of a few images (uint8 RGB gallery)."""
-    from medmask.eval.figures import mask_gallery
-    from medmask.masking import apply_patch_mask
-    from medmask.models import create_model
 
     model = create_model(settings["model"]["name"], **settings["model"].get("params", {}))
     model.load_state_dict(load_checkpoint(checkpoint)["model"])
@@ -230,8 +230,6 @@ def run_mim_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
 
     Returns the results table (one row per method x fraction x mode), also logged as CSV.
     """
-    from medmask.tracking import run_name
-    from medmask.train._loop_utils import quiet_data_progress
 
     quiet_data_progress()  # the stages report per epoch; per-iteration data bars drown them
     seed = int(settings["seed"])

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmask.train._checkpoint import load_checkpoint
+
 
 @dataclass(frozen=True)
 class ScalingSettings:
@@ -78,7 +80,6 @@ def fit_and_load(trainer: Any, model: Any, what: str) -> Any:
     Raises:
         RuntimeError: the run reported no checkpoint (with Ray's error, if any).
     """
-    from medmask.train._checkpoint import load_checkpoint
 
     result = trainer.fit()
     if result.checkpoint is None:

@@ -9,10 +9,14 @@ with its values applied by :func:`trial_settings`, and a readable name from
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from medmask.masking import MASK_STRATEGIES, strategy_requires
+from medmask.tracking import run_name
 
 # sweep parameter -> what it sets in the settings dict
 SWEEP_PARAMS: dict[str, str] = {
@@ -164,9 +168,9 @@ def trial_settings(
     if "ratio" in params:
         masking["ratio"] = float(params["ratio"])
     if "random_share" in params:
-        if masking["name"] != AHM:
-            raise ValueError(f"random_share is AHM's p: it needs strategy={AHM}, got "
-                             f"strategy={masking['name']!r}")
+        if not _accepts(masking["name"], "random_share"):
+            raise ValueError(f"random_share is AHM's p: it needs a strategy with a random "
+                             f"share ({AHM}), got strategy={masking['name']!r}")
         masking["params"]["random_share"] = float(params["random_share"])
     if "patch_size" in params:
         settings["model"].setdefault("params", {})["patch_size"] = int(params["patch_size"])
@@ -186,9 +190,10 @@ def _check_trial(settings: Mapping[str, Any]) -> None:
             raise ValueError(f"a sweep trial fine-tunes one label fraction and one mode: set "
                              f"{key} to one value or sweep it, got {key}={settings[key]}")
     masking = settings["masking"]
-    if masking["name"] == AHM and not masking["params"].get("policy_checkpoint"):
-        raise ValueError("strategy ahm needs a trained policy: set "
-                         "sweep.strategies.ahm.policy_checkpoint=PATH (saved with medmask.rl)")
+    name = masking["name"]
+    if "policy" in strategy_requires(name) and not masking["params"].get("policy_checkpoint"):
+        raise ValueError(f"strategy {name} needs a trained policy: set "
+                         f"sweep.strategies.{name}.policy_checkpoint=PATH (saved with medmask.rl)")
 
 
 def trial_values(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,14 +207,18 @@ def trial_values(settings: Mapping[str, Any]) -> dict[str, Any]:
         "seed": int(settings["seed"]),
         "patch_size": settings["model"].get("params", {}).get("patch_size"),
     }
-    if masking["name"] == AHM:
+    if _accepts(masking["name"], "random_share"):
         values["random_share"] = float(masking["params"].get("random_share", 0.3))
     return values
 
 
+def _accepts(strategy: str, parameter: str) -> bool:
+    """Whether the factory of mask strategy ``strategy`` takes ``parameter``."""
+    return parameter in inspect.signature(MASK_STRATEGIES.get(strategy)).parameters
+
+
 def trial_name(settings: Mapping[str, Any], swept: Sequence[str] = ()) -> str:
     """``rgmim-r0.75-frac10-s0``; AHM's p and the patch size join when they are swept."""
-    from medmask.tracking import run_name
 
     values = trial_values(settings)
     extra: dict[str, Any] = {}

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from ray.tune import Callback
 
+from medmask.tracking import Tracker
 from medmask.tune._space import SweepSpec, param_space, trial_settings, trial_values, validate_sweep
 from medmask.tune._summary import metric_plot, pivot_text, summary_table
 from medmask.tune._trainable import TRIAL_ID_TAG, sweep_trial
@@ -145,7 +146,6 @@ class CloseStaleRuns(Callback):
         self.uri, self.experiment = uri, experiment
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from medmask.tracking import Tracker
 
         closed = Tracker(self.uri, self.experiment).close_stale(TRIAL_ID_TAG, trial.trial_id)
         if closed:

@@ -20,6 +20,16 @@ from typing import Any
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from medmask.preprocess import study_splits
+from medmask.tracking import Tracker, tune_trial_run
+from medmask.train import ScalingSettings, config_hash
+from medmask.train._loop_utils import quiet_data_progress
+from medmask.train._study import (
+    pretrain_settings,
+    reconstruction_gallery,
+    run_finetuning,
+    run_pretraining,
+)
 from medmask.tune._space import trial_name, trial_settings, trial_values
 
 log = logging.getLogger(__name__)
@@ -51,8 +61,6 @@ def pretrain_lock(settings: Mapping[str, Any]) -> Iterator[None]:
 
     A file lock beside the cache (on a cluster, ``cache_dir`` must be shared storage).
     """
-    from medmask.train import config_hash
-    from medmask.train._study import pretrain_settings
 
     root = Path(settings["cache_dir"]) / "pretrain"
     root.mkdir(parents=True, exist_ok=True)
@@ -75,9 +83,6 @@ def sweep_trial(config: dict[str, Any], base: dict[str, Any], context: dict[str,
             ``log_checkpoints`` (bound with ``tune.with_parameters``).
     """
     from ray import tune
-
-    from medmask.tracking import Tracker, tune_trial_run
-    from medmask.train._loop_utils import quiet_data_progress
 
     quiet_data_progress()
     settings = trial_settings(base, config, context["strategies"])
@@ -104,13 +109,6 @@ def sweep_trial(config: dict[str, Any], base: dict[str, Any], context: dict[str,
 def run_trial_stages(settings: dict[str, Any], tracker: Any, trial: Any,
                      tags: Mapping[str, Any], *, log_checkpoints: bool) -> dict[str, float]:
     """Pretrain (cached by config hash) and fine-tune + test, as stage runs of ``trial``."""
-    from medmask.data.study import study_splits
-    from medmask.train import ScalingSettings
-    from medmask.train._study import (
-        reconstruction_gallery,
-        run_finetuning,
-        run_pretraining,
-    )
 
     seed = int(settings["seed"])
     scaling = ScalingSettings(**settings["scaling"])

@@ -4,14 +4,14 @@
 
 - ``data.name == "phantom"``: ``n_train``, ``n_val``, ``n_test`` phantoms of the study seed at
   ``size`` px, generated ``chunk`` at a time, the three splits disjoint consecutive index
-  ranges of that one seed (exactly what ``medmask.train._study.phantom_splits`` builds);
+  ranges of that one seed ;
 - any other name: the manifest of :func:`~medmask.data.manifest.load_manifest` (``root`` and
   every key not in :data:`PIPELINE_KEYS` are adapter options), split by patient
   (:func:`~medmask.data.splits.split_by_patient`, stratified by label where the dataset has
   labels, seeded by the study seed) with ``split_fractions`` (default 0.8/0.1/0.1); a dataset
   that ships an official split (a ``split`` column) keeps it unless ``split_fractions`` is set.
   Each split is decoded and resized to ``size`` by
-  :func:`~medmask.data.pipeline.manifest_dataset` (slice manifests: z-scored images and
+  :func:`~medmask.preprocess.manifest_dataset` (slice manifests: z-scored images and
   ``lesion`` maps, see :mod:`medmask.data.slices`).
 
 The datasets carry ``id``, ``image`` (H x W float32), ``image_key`` (int64) and, where the
@@ -31,7 +31,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
+from medmask import columns as C
+from medmask.data.chexmask import RLE_RIGHT_LUNG
+from medmask.data.manifest import ATTR_DROPPED, load_manifest
+from medmask.data.splits import DEFAULT_FRACTIONS, check_patient_disjoint, split_by_patient
+from medmask.preprocess._pipeline import (
+    drop_flagged,
+    manifest_dataset,
+    map_stage,
+    phantom_dataset,
+    pipeline_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +80,6 @@ def study_splits(
     """
     if data.get("name") == PHANTOM:
         return _phantom_splits(data, seed, num_cpus=num_cpus, concurrency=concurrency)
-    from medmask.data.pipeline import manifest_dataset
-
     manifest = study_manifest(data, seed)
     findings = list(manifest.attrs.get("findings", []))
     on_bad_image = str(data.get("on_bad_image", "raise"))
@@ -82,8 +90,6 @@ def study_splits(
         dataset = manifest_dataset(part, int(data["size"]), on_bad_image, batch_size,
                                    num_cpus=num_cpus, concurrency=concurrency)
         if findings:
-            from medmask.data.pipeline import map_stage
-
             dataset = map_stage(dataset, MultiHotLabels(findings), batch_size,
                                 num_cpus=num_cpus, concurrency=concurrency)
         if on_bad_image == "flag":
@@ -92,15 +98,33 @@ def study_splits(
     return datasets
 
 
+def source_dataset(data: Mapping[str, Any], seed: int, *, batch_size: int = 32,
+                   num_cpus: float = 1.0, concurrency: int | None = None
+                   ) -> tuple[Any, dict[str, float]]:
+    """One Ray dataset of every decoded image a ``data`` config names (no split), and the
+    manifest's own counts of rows it dropped (``manifest_dropped_<reason>``).
+
+    The front door of ``experiments/preprocess.py``: ``n`` phantoms of ``seed``, or the
+    adapter's manifest (``limit`` rows at most) decoded at ``size`` px.
+    """
+    if data.get("name") == PHANTOM:
+        return phantom_dataset(int(data["n"]), int(data["size"]), seed, int(data["chunk"]),
+                               num_cpus=num_cpus, concurrency=concurrency), {}
+    manifest = load_manifest(str(data["name"]), data.get("root"), **adapter_options(data))
+    if data.get("limit"):
+        manifest = manifest.head(int(data["limit"]))
+    dropped = {f"manifest_dropped_{k}": float(v)
+               for k, v in manifest.attrs.get(ATTR_DROPPED, {}).items()}
+    return manifest_dataset(manifest, int(data["size"]), str(data.get("on_bad_image", "raise")),
+                            batch_size, num_cpus=num_cpus, concurrency=concurrency), dropped
+
+
 def study_manifest(data: Mapping[str, Any], seed: int) -> pd.DataFrame:
     """The manifest of a (non-phantom) ``data`` config with its ``split`` column (by patient).
 
     ``attrs`` keep the adapter's counts (``dropped``, ``slices_total``, ...) and gain
     ``split_counts`` (rows per split).
     """
-    from medmask.data.manifest import load_manifest
-    from medmask.data.splits import check_patient_disjoint, split_by_patient
-
     name, root = data.get("name"), data.get("root")
     if root in (None, "", "???"):
         raise ValueError(f"data.root must be set to the {name!r} dataset's folder, got {root!r}")
@@ -153,8 +177,6 @@ class MultiHotLabels:
 def _phantom_splits(data: Mapping[str, Any], seed: int, *, num_cpus: float,
                     concurrency: int | None) -> dict[str, Any]:
     """Disjoint index ranges of one phantom seed (``phantom_splits`` of the MIM study)."""
-    from medmask.data.pipeline import phantom_dataset
-
     missing = [k for k in PHANTOM_KEYS if data.get(k) is None]
     if missing:
         raise ValueError(f"the phantom data config lacks {missing} (needs {list(PHANTOM_KEYS)})")
@@ -170,8 +192,6 @@ def _phantom_splits(data: Mapping[str, Any], seed: int, *, num_cpus: float,
 
 
 def _fractions(fractions: Mapping[str, float] | None) -> dict[str, float]:
-    from medmask.data.splits import DEFAULT_FRACTIONS
-
     chosen = {str(k): float(v) for k, v in (fractions or DEFAULT_FRACTIONS).items()}
     if sorted(chosen) != sorted(C.SPLITS):
         raise ValueError(f"split_fractions must name {list(C.SPLITS)}, got {sorted(chosen)}")
@@ -182,8 +202,6 @@ def _fractions(fractions: Mapping[str, float] | None) -> dict[str, float]:
 
 def _study_columns(manifest: pd.DataFrame, findings: list[str]) -> list[str]:
     """The columns a decoded split of ``manifest`` has, among :data:`STUDY_COLUMNS`."""
-    from medmask.data.chexmask import RLE_RIGHT_LUNG
-
     present = {*manifest.columns, C.IMAGE, C.IMAGE_KEY}
     if findings:
         present.add(C.LABELS)
@@ -196,10 +214,8 @@ def _study_columns(manifest: pd.DataFrame, findings: list[str]) -> list[str]:
 
 def _drop_bad_images(dataset: Any, split: str) -> Any:
     """Materialize, count and log ``bad_image`` rows, then remove them."""
-    from medmask.data.pipeline import BAD_IMAGE, drop_flagged, pipeline_counts
-
     dataset = dataset.materialize()
-    bad = pipeline_counts(dataset).get(BAD_IMAGE, 0.0)
+    bad = pipeline_counts(dataset).get(C.BAD_IMAGE, 0.0)
     if bad:
         log.warning("%s split: removed %d unreadable image(s) (on_bad_image=flag)", split, bad)
     return drop_flagged(dataset)

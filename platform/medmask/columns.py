@@ -1,7 +1,8 @@
-"""The one list of column names and label codes shared by every room.
+"""The leaf vocabulary: column names, flag columns and label codes shared by every room.
 
-A :class:`Sample` is one row of a Ray Data dataset (or of a manifest before decoding). Code
-refers to these constants, never to string literals, so a rename happens in one place.
+A Sample is one row of a Ray Data dataset (or of a manifest before decoding). Code refers to
+these constants, never to string literals, so a rename happens in one place. This module
+imports nothing of medmask (and nothing but the standard library).
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ MASK: Final = "mask"  # bool [N] patch mask, True = masked
 MASKED_IMAGE: Final = "masked_image"  # image with the masked patches zeroed
 PATCH_VALID: Final = "patch_valid"  # bool [N] patch validity (overlaps the region of interest)
 PATCH_REWARDS: Final = "patch_rewards"  # float32 [N] AHM per-patch rewards (env info, RL batch)
+MASK_SEED: Final = "mask_seed"  # int64 per-image mask seed from (seed, epoch, image key)
+
+# --- flag and statistics columns of the preprocessing stages --------------------------------
+# Bad input never disappears silently: each fallback is a bool column, summed by the pipeline.
+BAD_IMAGE: Final = "bad_image"  # the image could not be decoded (kept, flagged, counted)
+BAD_MASK: Final = "bad_mask"  # the organ mask file could not be decoded (organs segmented)
+MASK_RESIZED: Final = "mask_resized"  # the mask file's size differed from its image's
+NONFINITE_HEATMAP: Final = "nonfinite_heatmap"  # the gaze heatmap had NaN/inf pixels (set 0)
+EMPTY_ORGANS: Final = "empty_organs"  # the organ map has no region pixel
+ORGANS_RULE_BASED: Final = "organs_rule_based"  # organs came from rule-based segmentation
+VALID_FRACTION: Final = "valid_fraction"  # float: share of patches overlapping the region
+FILLED_SHARE: Final = "filled_share"  # float: share of masked patches filled from outside it
+COUNT_COLUMNS: Final = (BAD_IMAGE, BAD_MASK, MASK_RESIZED, ORGANS_RULE_BASED, EMPTY_ORGANS,
+                        NONFINITE_HEATMAP)
 
 SAMPLE_COLUMNS: Final = (ID, IMAGE, ORGANS, LESION, GAZE, LABEL, LABELS, SPLIT, SOURCE)
 

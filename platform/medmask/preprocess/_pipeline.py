@@ -1,10 +1,11 @@
 """The Ray Data pipeline: source -> decode/resize -> organ maps -> patch validity -> masks.
 
-Every stage is a batch-vectorized function applied with ``map_batches`` (numpy batches), so
-Ray streams blocks through the stages in parallel on every CPU it has. The stage functions are
-plain callables, testable without Ray.
+The preprocessing room: where Ray Data meets the data room's readers, the segmentation room's
+organ maps and the masking room's strategies. Every stage is a batch-vectorized function
+applied with ``map_batches`` (numpy batches), so Ray streams blocks through the stages in
+parallel on every CPU it has. The stage functions are plain callables, testable without Ray.
 
-Bad input never disappears silently (issue 2, section 5). Each case is an error naming the file
+Bad input never disappears silently. Each case is an error naming the file
 or value, or a documented fallback flagged per row (a bool column) and summed by
 :func:`pipeline_counts`:
 
@@ -31,37 +32,21 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from medmask.data import columns as C
-
-# CheXmask manifests carry RLE strings and the masks' size instead of mask files
-from medmask.data.chexmask import (
-    MASK_HEIGHT,
-    MASK_WIDTH,
-    RLE_HEART,
-    RLE_LEFT_LUNG,
-    RLE_RIGHT_LUNG,
-    organ_map,
+from medmask import columns as C
+from medmask.data.decode import DecodeImages
+from medmask.data.phantom import generate
+from medmask.data.slices import DecodeSlices
+from medmask.keyed import image_keys, mask_seeds
+from medmask.masking import (
+    PatchGrid,
+    apply_patch_mask,
+    check_ratio,
+    create_mask_strategy,
+    num_masked,
+    patch_validity,
+    strategy_reports,
 )
-from medmask.data.imageio import ImageReadError, read_image, read_mask
-
-IMAGE_KEY = C.IMAGE_KEY  # int64 hash of the image id: seeds per-image masks
-MASK_SEED = "mask_seed"  # int64 per-image mask seed from (seed, epoch, image key)
-BAD_IMAGE = "bad_image"  # bool: the image could not be decoded (kept, flagged, counted)
-BAD_MASK = "bad_mask"  # bool: the organ mask file could not be decoded (organs segmented)
-MASK_RESIZED = "mask_resized"  # bool: the mask file's size differed from its image's
-NONFINITE_HEATMAP = "nonfinite_heatmap"  # bool: the gaze heatmap had NaN/inf pixels (set 0)
-EMPTY_ORGANS = "empty_organs"  # bool: the organ map has no region pixel
-SEGMENTED = "organs_rule_based"  # bool: organs came from rule-based segmentation
-VALID_FRACTION = "valid_fraction"  # float: share of patches overlapping the region
-FILLED_SHARE = "filled_share"  # float: share of masked patches filled from outside the region
-COUNT_COLUMNS = (BAD_IMAGE, BAD_MASK, MASK_RESIZED, SEGMENTED, EMPTY_ORGANS, NONFINITE_HEATMAP)
-
-
-def image_keys(ids: Any) -> np.ndarray:
-    """Stable int64 hashes of image ids (vectorized; the same on every worker)."""
-    values = np.asarray(ids, dtype=object)
-    return pd.util.hash_array(values, categorize=False).view(np.int64)
-
+from medmask.segmentation import segment_lungs
 
 # ------------------------------------------------------------------------------------------
 # stages (plain batch functions)
@@ -75,108 +60,13 @@ class GeneratePhantoms:
         self.start = start
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from medmask.data.phantom import generate
-
         parts = []
         for offset in np.asarray(batch["id"]).astype(int) * self.chunk:  # ray.data.range's id
             n = min(self.chunk, self.total - offset)
             parts.append(generate(n, self.size, self.seed, start=int(self.start + offset)))
         out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-        out[IMAGE_KEY] = image_keys(out[C.ID])
+        out[C.IMAGE_KEY] = image_keys(out[C.ID])
         return out
-
-
-class DecodeImages:
-    """Decode stage for manifests: ``path`` (+ optional ``organs_path``) -> arrays.
-
-    Args:
-        size: output side in pixels (images area-resized, masks nearest).
-        on_bad_image: ``"raise"`` (error naming the file) or ``"flag"`` (keep the row with a
-            zero image / no mask, flagged ``bad_image`` / ``bad_mask``, counted, and dropped
-            before writing).
-    """
-
-    def __init__(self, size: int, on_bad_image: str = "raise") -> None:
-        if on_bad_image not in ("raise", "flag"):
-            raise ValueError(f"on_bad_image must be 'raise' or 'flag', got {on_bad_image!r}")
-        self.size, self.on_bad_image = size, on_bad_image
-
-    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cv2.setNumThreads(1)
-        paths = np.asarray(batch[C.PATH])
-        n, side = len(paths), (self.size, self.size)
-        images = np.zeros((n, *side), np.float32)
-        native = np.zeros((n, 2), np.int64)
-        bad = np.zeros(n, bool)
-        for i, path in enumerate(paths):  # file decoding is per file by nature
-            try:
-                image = read_image(path)
-            except ImageReadError:
-                if self.on_bad_image == "raise":
-                    raise
-                bad[i] = True
-                continue
-            native[i] = image.shape
-            images[i] = cv2.resize(image, side[::-1], interpolation=cv2.INTER_AREA)
-        out = {k: np.asarray(v) for k, v in batch.items()}
-        out[C.IMAGE], out[BAD_IMAGE] = images, bad
-        organ_paths = batch.get(C.ORGANS_PATH)
-        if organ_paths is not None:
-            out[C.ORGANS], out[BAD_MASK], out[MASK_RESIZED] = self._masks(
-                np.asarray(organ_paths), native, bad)
-        elif RLE_RIGHT_LUNG in batch:
-            out[C.ORGANS], out[MASK_RESIZED] = self._rle_masks(batch, native, bad)
-        out[IMAGE_KEY] = image_keys(out[C.ID])
-        return out
-
-    def _rle_masks(self, batch: Mapping[str, np.ndarray], native: np.ndarray,
-                   bad_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """CheXmask rows: RLE lungs and heart at the mask's Height x Width -> output size."""
-        organs = np.zeros((len(native), self.size, self.size), np.uint8)
-        resized = np.zeros(len(native), bool)
-        shapes = np.stack([np.asarray(batch[MASK_HEIGHT]), np.asarray(batch[MASK_WIDTH])], 1)
-        for i in np.flatnonzero(~bad_image):  # RLE decoding is per row by nature
-            full = organ_map(batch[RLE_RIGHT_LUNG][i], batch[RLE_LEFT_LUNG][i],
-                             batch[RLE_HEART][i], int(shapes[i, 0]), int(shapes[i, 1]))
-            resized[i] = tuple(shapes[i]) != tuple(native[i])
-            organs[i] = cv2.resize(full, (self.size, self.size),
-                                   interpolation=cv2.INTER_NEAREST)
-        return organs, resized
-
-    def _masks(self, paths: np.ndarray, native: np.ndarray, bad_image: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Binary lung mask files -> organ codes at the output size, bad and resized flags."""
-        organs = np.zeros((len(paths), self.size, self.size), np.uint8)
-        bad = np.zeros(len(paths), bool)
-        resized = np.zeros(len(paths), bool)
-        for i, path in enumerate(paths):
-            if not (isinstance(path, str) and path) or bad_image[i]:
-                continue
-            try:
-                mask = read_mask(path)
-            except ImageReadError:
-                if self.on_bad_image == "raise":
-                    raise
-                bad[i] = True
-                continue
-            resized[i] = mask.shape != tuple(native[i])
-            mask = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
-            organs[i] = _lungs_from_binary(mask)
-        return organs, bad, resized
-
-
-def _lungs_from_binary(mask: np.ndarray) -> np.ndarray:
-    """A binary lung mask (both lungs one label) -> organ codes by image half.
-
-    On a PA view the patient's right lung (code 1) lies on the image's left half, the left lung
-    (code 2) on the right half.
-    """
-    lungs = mask > 0
-    organs = np.zeros(mask.shape, np.uint8)
-    half = mask.shape[1] // 2
-    organs[:, :half][lungs[:, :half]] = C.ORGAN_RIGHT_LUNG
-    organs[:, half:][lungs[:, half:]] = C.ORGAN_LEFT_LUNG
-    return organs
 
 
 def finite_heatmaps(heatmaps: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -193,8 +83,6 @@ class AddOrgans:
     """Organ stage: keep ground-truth organ maps, segment the rest (rule-based), count empties."""
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from medmask.segmentation import segment_lungs
-
         cv2.setNumThreads(1)
         out = dict(batch)
         images = np.asarray(batch[C.IMAGE])
@@ -208,9 +96,9 @@ class AddOrgans:
         if missing.any():
             organs[missing] = segment_lungs(images[missing])
         out[C.ORGANS] = organs
-        out[SEGMENTED] = missing
+        out[C.ORGANS_RULE_BASED] = missing
         lungs = np.isin(organs, C.LUNG_LABELS).reshape(len(organs), -1)
-        out[EMPTY_ORGANS] = ~lungs.any(1)
+        out[C.EMPTY_ORGANS] = ~lungs.any(1)
         return out
 
 
@@ -231,34 +119,24 @@ class MaskImages:
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from medmask.masking import check_ratio, create_mask_strategy
-
         check_ratio(self.ratio)
         self._strategy = create_mask_strategy(self.strategy, **self.params)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from medmask.masking import (
-            PatchGrid,
-            apply_patch_mask,
-            mask_seeds,
-            num_masked,
-            patch_validity,
-        )
-
         torch.set_num_threads(1)
         images = np.asarray(batch[C.IMAGE])
         grid = PatchGrid(images.shape[-2], images.shape[-1], patch_size=self.patch_size,
                          num_patches=self.num_patches)
-        keys = batch[IMAGE_KEY] if IMAGE_KEY in batch else image_keys(batch[C.ID])
+        keys = batch[C.IMAGE_KEY] if C.IMAGE_KEY in batch else image_keys(batch[C.ID])
         seeds = mask_seeds(np.asarray(keys), self.seed, self.epoch)
         out = dict(batch)
-        out[MASK_SEED] = np.asarray(seeds, np.int64)
+        out[C.MASK_SEED] = np.asarray(seeds, np.int64)
         if C.GAZE in batch:
-            out[C.GAZE], out[NONFINITE_HEATMAP] = finite_heatmaps(batch[C.GAZE])
+            out[C.GAZE], out[C.NONFINITE_HEATMAP] = finite_heatmaps(batch[C.GAZE])
         view = {k: v for k, v in out.items() if isinstance(v, np.ndarray) and v.dtype != object}
-        view[MASK_SEED] = seeds
+        view[C.MASK_SEED] = seeds
         mask = self._strategy(view, grid, self.ratio)
         out[C.MASK] = mask.numpy()
         out[C.MASKED_IMAGE] = np.asarray(apply_patch_mask(images, grid, mask))
@@ -269,10 +147,11 @@ class MaskImages:
             count = num_masked(grid.num_patches, self.ratio)
             n_valid = valid.sum(1).numpy()
             out[C.PATCH_VALID] = valid.numpy()
-            out[VALID_FRACTION] = (n_valid / grid.num_patches).astype(np.float32)
+            out[C.VALID_FRACTION] = (n_valid / grid.num_patches).astype(np.float32)
             filled = np.clip(count - n_valid, 0, None) / max(count, 1)
-            out[FILLED_SHARE] = filled.astype(np.float32) if self.strategy == "rgmim" else (
-                np.zeros(len(images), np.float32))
+            reports_filled = C.FILLED_SHARE in strategy_reports(self.strategy)
+            out[C.FILLED_SHARE] = (filled.astype(np.float32) if reports_filled
+                                   else np.zeros(len(images), np.float32))
         return out
 
 
@@ -334,8 +213,6 @@ def manifest_dataset(manifest: pd.DataFrame, size: int, on_bad_image: str = "rai
     other manifest with :class:`DecodeImages`.
     """
     import ray.data
-
-    from medmask.data.slices import DecodeSlices
 
     if C.PATH not in manifest.columns or C.ID not in manifest.columns:
         raise ValueError(f"a manifest needs '{C.ID}' and '{C.PATH}' columns, "
@@ -408,12 +285,12 @@ def pipeline_counts(dataset: Any) -> dict[str, float]:
     """Rows, flagged rows (the sum of every flag column present) and mean mask statistics
     (``mean_valid_fraction``, ``mean_filled_share``) of a materialized dataset, in one pass."""
     names = set(dataset.schema().names)
-    scalar = [c for c in (*COUNT_COLUMNS, VALID_FRACTION, FILLED_SHARE) if c in names]
+    scalar = [c for c in (*C.COUNT_COLUMNS, C.VALID_FRACTION, C.FILLED_SHARE) if c in names]
     table = dataset.select_columns(scalar or [C.ID]).to_pandas()
     counts: dict[str, float] = {"images": float(len(table))}
-    for column in COUNT_COLUMNS:  # an absent flag column means no row could be flagged
+    for column in C.COUNT_COLUMNS:  # an absent flag column means no row could be flagged
         counts[column] = float(table[column].sum()) if column in table else 0.0
-    for column in (VALID_FRACTION, FILLED_SHARE):
+    for column in (C.VALID_FRACTION, C.FILLED_SHARE):
         if column in table and len(table):
             counts[f"mean_{column}"] = float(table[column].mean())
     return counts
@@ -423,6 +300,6 @@ def drop_flagged(dataset: Any) -> Any:
     """Remove rows flagged ``bad_image`` (after :func:`pipeline_counts` has counted them)."""
     from ray.data.expressions import col
 
-    if BAD_IMAGE not in set(dataset.schema().names):
+    if C.BAD_IMAGE not in set(dataset.schema().names):
         return dataset
-    return dataset.filter(expr=~col(BAD_IMAGE))
+    return dataset.filter(expr=~col(C.BAD_IMAGE))

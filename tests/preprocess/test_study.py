@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from medmask.data import columns as C
-from medmask.data import study_splits
-from medmask.data.manifest import _LOADERS
-from medmask.data.study import PIPELINE_KEYS, adapter_options, study_counts, study_manifest
+from medmask import columns as C
+from medmask.data.manifest import DATASET_ADAPTERS
+from medmask.preprocess import (
+    PIPELINE_KEYS,
+    adapter_options,
+    study_counts,
+    study_manifest,
+    study_splits,
+)
 from tests.data.fixtures import write_covid_radiography, write_lgg
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
@@ -53,8 +58,7 @@ def test_every_data_config_passes_only_adapter_options(path):
     if cfg["name"] == "phantom":
         assert {"n", "n_train", "n_val", "n_test", "chunk"} <= set(cfg)
         return
-    module, function = _LOADERS[cfg["name"]].split(":")
-    loader = getattr(__import__(module, fromlist=[function]), function)
+    loader = DATASET_ADAPTERS.get(cfg["name"])
     accepted = set(inspect.signature(loader).parameters)
     assert set(adapter_options(cfg)) <= accepted, f"{path.name}: not adapter options"
     assert "root" in cfg and set(PIPELINE_KEYS) & set(cfg) >= {"name", "root", "size"}

@@ -3,18 +3,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medmask.data import columns as C
+from medmask import columns as C
+from medmask.columns import BAD_IMAGE, IMAGE_KEY
+from medmask.data.decode import DecodeImages
 from medmask.data.imageio import ImageReadError
 from medmask.data.phantom import generate
-from medmask.data.pipeline import (
-    BAD_IMAGE,
-    IMAGE_KEY,
+from medmask.keyed import image_keys
+from medmask.preprocess import (
     AddOrgans,
-    DecodeImages,
     MaskImages,
     build_dataset,
     drop_flagged,
-    image_keys,
     manifest_dataset,
     phantom_dataset,
     pipeline_counts,
@@ -61,7 +60,7 @@ def test_masked_image_zeroes_exactly_the_masked_patches():
 def test_bad_ratio_and_strategy_fail_at_construction(ratio):
     with pytest.raises(ValueError, match="ratio"):
         MaskImages("random", ratio, patch_size=8)
-    with pytest.raises(ValueError, match="valid strategies"):
+    with pytest.raises(ValueError, match="valid names"):
         MaskImages("no-such-strategy", 0.5, patch_size=8)
 
 
@@ -71,7 +70,7 @@ def _pixel_mask(mask, rows, cols, patch=8):
 
 
 def test_add_organs_segments_only_missing_maps_and_counts_empty(monkeypatch):
-    import medmask.segmentation
+    import medmask.preprocess._pipeline
 
     calls = []
 
@@ -81,7 +80,7 @@ def test_add_organs_segments_only_missing_maps_and_counts_empty(monkeypatch):
         out[images.reshape(len(images), -1).max(1) > 0, :, :16] = C.ORGAN_RIGHT_LUNG
         return out
 
-    monkeypatch.setattr(medmask.segmentation, "segment_lungs", fake_segment_lungs)
+    monkeypatch.setattr(medmask.preprocess._pipeline, "segment_lungs", fake_segment_lungs)
     batch = _phantom_batch(3, 32)
     batch[C.ORGANS][1] = 0  # missing organ map -> rule-based
     batch[C.IMAGE][2] = 0.0  # a blank image: nothing to segment
@@ -89,8 +88,8 @@ def test_add_organs_segments_only_missing_maps_and_counts_empty(monkeypatch):
     truth = batch[C.ORGANS][0].copy()
     out = AddOrgans()(batch)
     assert calls == [2]  # one vectorized call for the two rows without organs
-    assert out["organs_rule_based"].tolist() == [False, True, True]
-    assert out["empty_organs"].tolist() == [False, False, True]
+    assert out[C.ORGANS_RULE_BASED].tolist() == [False, True, True]
+    assert out[C.EMPTY_ORGANS].tolist() == [False, False, True]
     np.testing.assert_array_equal(out[C.ORGANS][0], truth)  # ground truth kept
     assert (out[C.ORGANS][1] == C.ORGAN_RIGHT_LUNG).sum() == 32 * 16
 

@@ -1,0 +1,55 @@
+"""The preprocessing room: Ray Data stages that combine data, segmentation and masking.
+
+Above :mod:`medmask.data` (which only reads datasets), :mod:`medmask.segmentation` and
+:mod:`medmask.masking`: sources (phantoms generated in parallel, manifests decoded in
+parallel), the organ stage, the mask stage with its counted fallbacks, and the study splits.
+
+- :func:`study_splits`: train/val/test Ray datasets for any ``data`` config (the studies).
+- :func:`source_dataset`, :func:`build_dataset`: one dataset -> organs -> validity -> masks
+  (``experiments/preprocess.py``); :func:`pipeline_counts`, :func:`drop_flagged`.
+- :func:`phantom_dataset`, :func:`manifest_dataset`, :func:`map_stage`: the building blocks.
+"""
+
+from medmask.preprocess._pipeline import (
+    AddOrgans,
+    GeneratePhantoms,
+    MaskImages,
+    build_dataset,
+    drop_flagged,
+    finite_heatmaps,
+    manifest_dataset,
+    map_stage,
+    phantom_dataset,
+    pipeline_counts,
+    use_all_cpus,
+)
+from medmask.preprocess._study import (
+    PIPELINE_KEYS,
+    MultiHotLabels,
+    adapter_options,
+    source_dataset,
+    study_counts,
+    study_manifest,
+    study_splits,
+)
+
+__all__ = [
+    "PIPELINE_KEYS",
+    "AddOrgans",
+    "GeneratePhantoms",
+    "MaskImages",
+    "MultiHotLabels",
+    "adapter_options",
+    "build_dataset",
+    "drop_flagged",
+    "finite_heatmaps",
+    "manifest_dataset",
+    "map_stage",
+    "phantom_dataset",
+    "pipeline_counts",
+    "source_dataset",
+    "study_counts",
+    "study_manifest",
+    "study_splits",
+    "use_all_cpus",
+]
