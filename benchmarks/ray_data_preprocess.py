@@ -1,4 +1,4 @@
-"""Ray Data preprocessing throughput on 2 CPUs vs 1 CPU (issue 2, section 6; target >= 1.7x).
+"""Ray Data preprocessing throughput on 2 CPUs vs 1 CPU (target >= 1.7x).
 
 The pipeline is the real one: a folder manifest of PNG files -> decode + resize
 (``DecodeImages``) -> rule-based lungs (``AddOrgans`` -> ``segment_lungs``) -> region-guided

@@ -1,45 +1,54 @@
-"""The shared body of mae.py and rgmim.py: Hydra config -> settings -> run_mim_study."""
+"""The shared main of mae.py and rgmim.py: Hydra config -> typed settings -> run_mim_study."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from _common import init_ray, log, make_tracker, scaling_settings, to_dict
+import hydra
+from _common import ROOT, init_ray, log, make_tracker, scaling_settings, to_dict
 from omegaconf import DictConfig
 
-from medmask.train import run_mim_study
+from medmask.train import MimSettings, run_mim_study, settings_from_dict
+
+RESULT_COLUMNS = ("method", "mode", "fraction", "accuracy", "macro_f1", "auc_mean")
 
 
-def mim_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The plain settings dict :func:`medmask.train.run_mim_study` takes."""
-    data = cfg.data
-    return {
+def mim_settings(cfg: DictConfig) -> MimSettings:
+    """The typed :class:`MimSettings` of a MIM config; unknown keys fail here, listing the
+    valid ones, before Ray starts."""
+    return settings_from_dict(MimSettings, {
         "study": cfg.study,
-        "seed": int(cfg.seed),
-        "data": to_dict(data),
-        "masking": {"name": cfg.masking.name, "ratio": float(cfg.masking.ratio),
-                    "params": to_dict(cfg.masking.params)},
+        "seed": cfg.seed,
+        "method": cfg.method.name,
+        "data": to_dict(cfg.data),
+        "masking": to_dict(cfg.masking),
         "model": to_dict(cfg.model),
         "pretrain": to_dict(cfg.train.pretrain),
         "finetune": to_dict(cfg.train.finetune),
         "head": to_dict(cfg.head),
-        "fractions": [float(f) for f in cfg.fractions],
+        "fractions": list(cfg.fractions),
         "modes": list(cfg.modes),
         "baselines": to_dict(cfg.baselines),
         "cache_dir": str(Path(cfg.cache_dir).resolve()),
         "storage_dir": str(Path(cfg.storage_dir).resolve()),
         "scaling": scaling_settings(cfg.cluster),
-    }
+    })
 
 
 def run(cfg: DictConfig) -> Any:
-
+    """Run the MIM study of ``cfg`` and print its results table."""
+    settings = mim_settings(cfg)  # bad keys fail before any compute
     tracker = make_tracker(cfg.tracking)
     init_ray(cfg.cluster)
-    table = run_mim_study(mim_settings(cfg), tracker)
-    columns = [c for c in ("method", "mode", "fraction", "accuracy", "macro_f1", "auc_mean")
-               if c in table]
-    log.info("results:\n%s", table[columns].to_string(index=False))
-    print(table[columns].to_string(index=False))
+    table = run_mim_study(settings, tracker)
+    text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(index=False)
+    log.info("results:\n%s", text)
+    print(text)
     return table
+
+
+def mim_main(config_name: str) -> None:
+    """The Hydra entry point of ``configs/<config_name>.yaml`` (``mae``, ``rgmim``)."""
+    hydra.main(config_path=str(ROOT / "configs"), config_name=config_name,
+               version_base="1.3")(run)()

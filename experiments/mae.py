@@ -5,22 +5,11 @@
     python experiments/mae.py +experiment=rgmim_paper data.root=/data/COVID-19_Radiography_Dataset
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _mim import run  # noqa: E402
-
-
-@hydra.main(config_path="../configs", config_name="mae", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
-
+from _mim import mim_main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    mim_main("mae")

@@ -93,7 +93,8 @@ def main(cfg: DictConfig) -> dict:
         gallery_path = out_dir / f"gallery_{masking.name}.png"
         cv2.imwrite(str(gallery_path), gallery[..., ::-1])
         metrics = {**counts, "wall_s": elapsed, "images_per_s": counts["images"] / elapsed}
-        stage.log_metrics(metrics)
+        stage.log_metrics({**{f"data/{k}": v for k, v in counts.items()},
+                           "perf/wall_s": elapsed, "perf/images_per_s": metrics["images_per_s"]})
         stage.log_dict(counts, "counts.json")
         summary = {"output": str(parquet_dir), "gallery": str(gallery_path),
                    "tracking_uri": tracker.uri, "experiment": tracker.experiment,

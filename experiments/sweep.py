@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import init_ray, log, make_tracker, to_dict  # noqa: E402
 from _mim import mim_settings  # noqa: E402
 
+from medmask.train import MimSettings, ScalingSettings
 from medmask.tune import (
     Concurrency,
     SweepSpec,
@@ -32,7 +33,7 @@ from medmask.tune import (
 )
 
 
-def sweep_settings(cfg: DictConfig) -> tuple[dict[str, Any], Any]:
+def sweep_settings(cfg: DictConfig) -> tuple[MimSettings, Any]:
     """The base MIM settings and the :class:`SweepSpec`, validated before any compute."""
 
     if cfg.data.name != "phantom":
@@ -43,7 +44,7 @@ def sweep_settings(cfg: DictConfig) -> tuple[dict[str, Any], Any]:
     return settings, spec
 
 
-def concurrency(cluster: DictConfig, scaling: dict[str, Any]) -> Any:
+def concurrency(cluster: DictConfig, scaling: ScalingSettings) -> Any:
     """Trials at once from the cluster group (null: as many as the CPUs allow)."""
     import ray
 
@@ -64,7 +65,7 @@ def run(cfg: DictConfig) -> Any:
         from ray.tune.stopper import TimeoutStopper
 
         stopper = TimeoutStopper(float(cfg.sweep.time_budget_s))
-    parallel = concurrency(cfg.cluster, settings["scaling"])
+    parallel = concurrency(cfg.cluster, settings.scaling)
     log.info("sweep %s: up to %d trial(s) at once", spec.name, parallel.max_concurrent_trials)
     result = run_sweep(
         settings, spec, tracker, storage_dir=Path(cfg.sweep_dir), concurrency=parallel,

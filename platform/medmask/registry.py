@@ -71,7 +71,14 @@ class Registry(Generic[F]):
         return name in self._entries
 
     def entry(self, name: str) -> Entry:
-        """The entry of ``name``; raises ``ValueError`` listing the valid names."""
+        """The entry of ``name``; raises ``ValueError`` listing the valid names.
+
+        A name of the form ``"package.module:function"`` that is not registered is an entry
+        of its own, imported on use: code outside medmask (a researcher's package, a test)
+        can name its factory directly, and every Ray worker resolves it the same way.
+        """
+        if name not in self._entries and ":" in name:
+            return Entry(name, None, name)
         if name not in self._entries:
             valid = ", ".join(self.names()) or "(none registered)"
             raise ValueError(f"unknown {self.kind} {name!r}; valid names: {valid}")
@@ -83,7 +90,13 @@ class Registry(Generic[F]):
         if entry.factory is not None:
             return entry.factory  # type: ignore[return-value]
         module_name, function_name = str(entry.target).split(":")
-        factory = getattr(importlib.import_module(module_name), function_name)
+        try:
+            factory = getattr(importlib.import_module(module_name), function_name)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"{self.kind} {name!r}: cannot import {entry.target!r} "
+                             f"({error})") from error
+        if name not in self._entries:
+            return factory  # type: ignore[no-any-return]
         self._entries[name] = Entry(name, factory, entry.target, entry.needs, entry.requires,
                                     entry.reports, entry.info)
         return factory  # type: ignore[no-any-return]

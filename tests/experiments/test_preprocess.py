@@ -39,10 +39,10 @@ def test_preprocess_rgmim_writes_parquet_gallery_and_mlflow_runs(tmp_path):
     stage = runs["preprocess"]
     assert stage.data.params["masking.name"] == "rgmim"
     assert stage.data.params["data.n"] == "24"
-    assert stage.data.metrics["images"] == 24
+    assert stage.data.metrics["data/images"] == 24
     assert stage.data.tags["strategy"] == "rgmim"
     assert stage.data.tags["dataset"] == "phantom" and stage.data.tags["seed"] == "1"
-    assert stage.data.metrics["empty_organs"] == 0 and stage.data.metrics["bad_image"] == 0
+    assert stage.data.metrics["data/empty_organs"] == 0 == stage.data.metrics["data/bad_image"]
     study, trial = runs["preprocess-phantom"], runs["rgmim-r0.5-s1"]
     assert stage.data.tags["mlflow.parentRunId"] == trial.info.run_id
     assert trial.data.tags["mlflow.parentRunId"] == study.info.run_id

@@ -27,7 +27,7 @@ def test_masking_ratio_is_the_quick_grid_and_table3_one_override_away():
     assert spec.name == "masking_ratio" and spec.search == "grid"
     assert dict(spec.space) == {"strategy": ["random", "rgmim"], "ratio": [0.3, 0.6, 0.9],
                                 "seed": [0]}
-    assert settings["fractions"] == [1.0] and settings["modes"] == ["full"]
+    assert settings.fractions == (1.0,) and settings.modes == ("full",)
     assert _compose("sweep=masking_ratio").tracking.experiment == "sweep-masking_ratio"
     _, full = sweep_experiment.sweep_settings(
         _compose("sweep.space.ratio=[0.15,0.3,0.45,0.6,0.75,0.9]"))

@@ -6,7 +6,7 @@ import pandas as pd
 import ray
 
 from medmask import columns as C
-from medmask.train._study import label_fraction_subset
+from medmask.train import label_fraction_subset
 
 
 def test_fractions_nest_with_and_without_class_labels(ray_session: None) -> None:

@@ -5,12 +5,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from medmask.tracking import KIND_TAG, PARENT_TAG, Tracker
-from medmask.train import run_mim_study
+from medmask.train import MimSettings, run_mim_study, settings_from_dict
 
 
 def _settings(tmp_path):
     optim = {"base_lr": 8e-3, "weight_decay": 0.05, "warmup_epochs": 1}
-    return {
+    return settings_from_dict(MimSettings, {
         "study": "mae",
         "seed": 0,
         "data": {"name": "phantom", "size": 64, "chunk": 64, "n_train": 384, "n_val": 64,
@@ -33,7 +33,7 @@ def _settings(tmp_path):
         "storage_dir": str(tmp_path / "ray"),
         "scaling": {"num_workers": 1, "use_gpu": False, "resources_per_worker": {"CPU": 1},
                     "max_failures": 0},
-    }
+    })
 
 
 @pytest.mark.e2e

@@ -5,8 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from medmask.preprocess import phantom_dataset
 from medmask.tracking import Tracker
-from medmask.train import ScalingSettings, build_trainer, pretrain_loop, steps_per_epoch
-from medmask.train._study import train_view
+from medmask.train import ScalingSettings, build_trainer, pretrain_loop, steps_per_epoch, train_view
 
 TINY_MAE = {"name": "mae_vit_tiny_64",
             "params": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1,
@@ -39,8 +38,8 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_session, tmp_path, mlflow
         result = trainer.fit()
     assert (tmp_path / "killed").read_text().startswith("killed at epoch 1")
     assert result.error is None and result.checkpoint is not None
-    assert result.metrics["epoch"] == 2
-    assert result.metrics["resumed_from_epoch"] == 1  # epoch 0 was not trained again
+    assert result.metrics["charts/epoch"] == 2
+    assert result.metrics["charts/resumed_from_epoch"] == 1  # epoch 0 was not trained again
     assert result.metrics["train/steps"] == 2
     history = MlflowClient(mlflow_uri).get_metric_history(stage.run_id, "train/loss")
     assert sorted(m.step for m in history) == [0, 1, 2]

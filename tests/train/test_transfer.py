@@ -9,8 +9,14 @@ import torch
 from omegaconf import OmegaConf
 
 from medmask.models import create_model
-from medmask.train import build_classifier
-from medmask.train._study import transfer_report
+from medmask.train import (
+    BaselineSettings,
+    ModelSettings,
+    TransferSettings,
+    build_classifier,
+    settings_from_dict,
+    transfer_report,
+)
 
 MODEL = {"name": "mae_vit_tiny_64",
          "params": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2,
@@ -30,13 +36,13 @@ def test_encoder_starts_from_the_local_weights_file(tmp_path) -> None:
     key = "patch_embed.proj.weight"
     assert torch.equal(transferred.encoder.state_dict()[key], source.state_dict()[key])
     assert not torch.equal(scratch.encoder.state_dict()[key], source.state_dict()[key])
-    report = transfer_report(MODEL, init)
+    report = transfer_report(ModelSettings(**MODEL), TransferSettings(**init))
     assert len(report.loaded) == len(source.state_dict()) and not report.mismatched
 
 
 def test_missing_weights_file_is_named() -> None:
     with pytest.raises(ValueError, match="does not exist"):
-        transfer_report(MODEL, {"weights": "/nowhere/imagenet.pth"})
+        transfer_report(ModelSettings(**MODEL), TransferSettings("/nowhere/imagenet.pth"))
 
 
 def test_multilabel_head_config_composes() -> None:
@@ -50,10 +56,13 @@ def test_multilabel_head_config_composes() -> None:
 
 
 def test_baselines_from_config() -> None:
-    from medmask.train._study import baseline_methods
+    from medmask.train import baseline_methods
 
-    assert baseline_methods({}) == [("scratch", None)]
-    both = baseline_methods({"from_scratch": True, "transfer": {"weights": "/w.pth", "prefix": ""}})
+    def baselines(config: dict) -> list:
+        return baseline_methods(settings_from_dict(BaselineSettings, config))
+
+    assert baselines({}) == [("scratch", None)]
+    both = baselines({"from_scratch": True, "transfer": {"weights": "/w.pth", "prefix": ""}})
     assert [name for name, _ in both] == ["scratch", "transfer"]
-    assert both[1][1] == {"weights": "/w.pth", "prefix": ""}
-    assert baseline_methods({"from_scratch": False, "transfer": {"weights": None}}) == []
+    assert both[1][1] == TransferSettings("/w.pth", "")
+    assert baselines({"from_scratch": False, "transfer": {"weights": None}}) == []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def test_ahm_trial_builds_its_strategy_from_a_saved_policy(tmp_path):
     strategies = {"ahm": {"random_share": 0.3, "policy_checkpoint": str(path)}}
     settings = trial_settings(tiny_settings(tmp_path), {"strategy": "ahm", "random_share": 0.5,
                                                         "ratio": 0.6}, strategies)
-    strategy = build_mask_strategy(settings["masking"])
+    strategy = build_mask_strategy(dataclasses.asdict(settings.masking))
     images = torch.rand(3, 64, 64)
     mask = strategy({"image": images}, grid, 0.6, generator=torch.Generator().manual_seed(0))
     assert mask.shape == (3, grid.num_patches)

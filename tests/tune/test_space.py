@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from medmask.tune import (
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny import STRATEGIES, tiny_settings  # noqa: E402
 
+from medmask.train import MimSettings, ScalingSettings  # noqa: E402
+
 AHM = {"ahm": {"random_share": 0.3, "policy_checkpoint": "/policies/p.pt"}}
 
 
@@ -32,11 +35,11 @@ def test_trial_settings_apply_each_parameter(tmp_path):
     params = {"strategy": "rgmim", "ratio": 0.45, "fraction": 0.1, "seed": 2, "patch_size": 4,
               "mode": "linear_probe"}
     settings = trial_settings(base, params, STRATEGIES)
-    assert settings["masking"] == {"name": "rgmim", "ratio": 0.45,
+    assert dataclasses.asdict(settings.masking) == {"name": "rgmim", "ratio": 0.45,
                                    "params": {"valid_labels": [1, 2], "min_overlap": 0.0}}
-    assert settings["fractions"] == [0.1] and settings["modes"] == ["linear_probe"]
-    assert settings["seed"] == 2 and settings["model"]["params"]["patch_size"] == 4
-    assert base["masking"]["name"] == "random" and base["seed"] == 0  # base untouched
+    assert settings.fractions == (0.1,) and settings.modes == ("linear_probe",)
+    assert settings.seed == 2 and settings.model.params["patch_size"] == 4
+    assert base.masking.name == "random" and base.seed == 0  # base untouched
     assert trial_name(settings) == "rgmim-r0.45-frac10-s2"
     assert (trial_name(settings, ["patch_size", "mode"])
             == "rgmim-r0.45-frac10-patch4-mlinear_probe-s2")
@@ -45,7 +48,7 @@ def test_trial_settings_apply_each_parameter(tmp_path):
 def test_ahm_trials_take_random_share_and_need_a_policy(tmp_path):
     base = tiny_settings(tmp_path)
     settings = trial_settings(base, {"strategy": "ahm", "random_share": 0.1, "ratio": 0.6}, AHM)
-    assert settings["masking"]["params"] == {"random_share": 0.1,
+    assert settings.masking.params == {"random_share": 0.1,
                                              "policy_checkpoint": "/policies/p.pt"}
     assert trial_values(settings)["random_share"] == 0.1
     assert trial_name(settings, ["random_share"]) == "ahm-r0.6-frac100-p0.1-s0"
@@ -62,7 +65,7 @@ def test_bad_names_list_the_valid_choices(tmp_path):
     with pytest.raises(ValueError, match=r"configured strategies: \['random', 'rgmim'\]"):
         trial_settings(base, {"strategy": "gaze"}, STRATEGIES)
     with pytest.raises(ValueError, match="one label fraction"):
-        trial_settings({**base, "fractions": [0.1, 1.0]}, {"seed": 0}, STRATEGIES)
+        trial_settings(dataclasses.replace(base, fractions=(0.1, 1.0)), {"seed": 0}, STRATEGIES)
     with pytest.raises(ValueError, match="search must be one of"):
         SweepSpec(name="x", space={"seed": [0]}, search="bayes")
     with pytest.raises(ValueError, match="unknown sweep parameter"):
@@ -98,11 +101,11 @@ def test_asha_scheduler_and_concurrency():
     scheduler = build_scheduler(spec)
     assert type(scheduler).__name__ == "AsyncHyperBandScheduler"
     assert scheduler.metric == "finetune/val/accuracy"
-    one_cpu = {"num_workers": 1, "resources_per_worker": {"CPU": 1}}
+    one_cpu = ScalingSettings(num_workers=1, resources_per_worker={"CPU": 1})
     assert auto_max_concurrent_trials(2, one_cpu) == 2
-    four_by_two = {"num_workers": 4, "resources_per_worker": {"CPU": 2}}
+    four_by_two = ScalingSettings(num_workers=4, resources_per_worker={"CPU": 2})
     assert auto_max_concurrent_trials(16, four_by_two) == 2
-    assert auto_max_concurrent_trials(1, {"num_workers": 2}) == 1
+    assert auto_max_concurrent_trials(1, ScalingSettings(num_workers=2)) == 1
 
 
 def test_pretrain_lock_serializes_trials_sharing_a_pretraining(tmp_path):
@@ -115,7 +118,7 @@ def test_pretrain_lock_serializes_trials_sharing_a_pretraining(tmp_path):
     same = trial_settings(base, {"fraction": 0.1}, STRATEGIES)  # only fine-tuning differs
     events: list[str] = []
 
-    def hold(settings: dict, name: str) -> None:
+    def hold(settings: MimSettings, name: str) -> None:
         with pretrain_lock(settings):
             events.append(f"{name}+")
             time.sleep(0.2)

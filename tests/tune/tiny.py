@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+
+from medmask.train import MimSettings, settings_from_dict
 
 STRATEGIES = {"random": {}, "rgmim": {"valid_labels": [1, 2], "min_overlap": 0.0}}
 
 
-def tiny_settings(tmp_path: Path) -> dict[str, Any]:
+def tiny_settings(tmp_path: Path) -> MimSettings:
     """The MIM study settings of tests/train/test_mim_study_e2e.py, shrunk to seconds."""
     optim = {"base_lr": 8e-3, "weight_decay": 0.05, "warmup_epochs": 0}
-    return {
+    return settings_from_dict(MimSettings, {
         "study": "sweep-test",
         "seed": 0,
         "data": {"name": "phantom", "size": 64, "chunk": 64, "n_train": 64, "n_val": 32,
@@ -33,4 +34,4 @@ def tiny_settings(tmp_path: Path) -> dict[str, Any]:
         "storage_dir": str(tmp_path / "ray"),
         "scaling": {"num_workers": 1, "use_gpu": False, "resources_per_worker": {"CPU": 1},
                     "max_failures": 0},
-    }
+    })

@@ -1,5 +1,18 @@
-"""Metrics and evaluation protocols (visual grounding, contour overlays, segmentation)."""
+"""Metrics, figures and the evaluation-protocol registry.
 
+- Classification and segmentation metrics (:mod:`.classification`, :mod:`.metrics`).
+- Evaluation protocols: :func:`register_protocol`, :func:`run_protocol`,
+  :func:`list_protocols` (``experiments/evaluate.py eval=<name>``); ``masked_area`` reports
+  what each inference masking condition really masks.
+"""
+
+from medmask.eval._protocols import (
+    PROTOCOLS,
+    list_protocols,
+    protocol_needs,
+    register_protocol,
+    run_protocol,
+)
 from medmask.eval.classification import (
     accuracy,
     classification_metrics,
@@ -21,16 +34,21 @@ from medmask.eval.metrics import (
 )
 
 __all__ = [
+    "PROTOCOLS",
     "accuracy",
     "boundary_iou",
     "classification_metrics",
     "dice",
     "hd95",
     "iou",
+    "list_protocols",
     "macro_f1",
     "per_class_auc",
     "per_class_f1",
     "ppv",
+    "protocol_needs",
+    "register_protocol",
+    "run_protocol",
     "roc_auc",
     "segmentation_metrics",
     "segmentation_metrics_table",

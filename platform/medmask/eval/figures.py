@@ -71,15 +71,3 @@ def heatmap_rgb(values: np.ndarray) -> np.ndarray:
     scaled = np.round(255 * (values - low) / span).astype(np.uint8)
     flat = cv2.applyColorMap(scaled.reshape(-1, scaled.shape[-1]), cv2.COLORMAP_INFERNO)
     return flat.reshape(*scaled.shape, 3)[..., ::-1].copy()  # BGR -> RGB
-
-
-def policy_gallery(images: np.ndarray, predicted: np.ndarray, masked: np.ndarray) -> np.ndarray:
-    """AHM Fig. 8: image / predicted-loss heatmap / image under the sampled mask, per row.
-
-    Args:
-        images: grayscale [B, H, W] in [0, 1].
-        predicted: the policy's per-pixel map [B, H, W] (per-patch values painted back with
-            ``PatchGrid.unpool``), scaled per image.
-        masked: the images with the sampled mask applied, [B, H, W].
-    """
-    return mask_gallery([images, heatmap_rgb(predicted), masked])

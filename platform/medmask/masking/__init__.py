@@ -7,6 +7,7 @@ No Ray, no MLflow, no file I/O in this room. Public API:
 - :func:`ahm_mask`: AHM's fixed-count, part-random, part-loss-guided sampler (``ahm`` strategy).
 - :func:`region_guided_mask`, :func:`patch_validity`: RGMIM region-guided masking (``rgmim``).
 - :func:`sample_from_scores`: fixed-count sampling in proportion to per-patch scores.
+- :func:`epoch_masks`: a strategy's masks for one training epoch (keyed per image).
 - :func:`create_mask_strategy`, :func:`list_mask_strategies`, :func:`register_mask_strategy`:
   the registry (``masking=NAME`` in Hydra).
 - Pixel-space evaluation maskers: :func:`anatomical_mask` (top gaze pixels),
@@ -19,6 +20,7 @@ from medmask.masking import _strategies  # noqa: F401  (fills the registry)
 from medmask.masking._ahm import ahm_mask
 from medmask.masking._anatomical import anatomical_mask, combined_heatmap
 from medmask.masking._contour import DEFAULT_STRUCTURES, contour_bands, contour_overlay
+from medmask.masking._epoch import epoch_masks
 from medmask.masking._grid import PatchGrid
 from medmask.masking._noise import keyed_uniform, mask_seeds, uniform_noise
 from medmask.masking._non_anatomical import non_anatomical_mask
@@ -71,6 +73,7 @@ __all__ = [
     "contour_overlay",
     "create_mask_strategy",
     "create_pixel_masker",
+    "epoch_masks",
     "keyed_uniform",
     "list_mask_strategies",
     "list_pixel_maskers",

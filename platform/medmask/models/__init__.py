@@ -1,4 +1,4 @@
-"""Models: MAE ViT built from timm blocks, U-Net, classification heads, CLIP wrappers.
+"""Models: MAE ViT built from timm blocks, U-Net, classification heads.
 
 Public API:
 
@@ -12,9 +12,11 @@ Public API:
 - :class:`EncoderClassifier` (uses only ``encode``), :class:`TimmEncoder` (``resnet50``),
   :func:`load_local_weights`.
 - The registry: :func:`create_model`, :func:`list_models`, :func:`register_model`.
+- Batch inputs: :func:`images_nchw`, :func:`autocast` (bf16 on CUDA, a no-op on the CPU).
 """
 
 from medmask.models import _classifier, _mae, _unet  # noqa: F401  (fill the registry)
+from medmask.models._batch import autocast, images_nchw
 from medmask.models._classifier import (
     EncoderClassifier,
     LoadReport,
@@ -42,8 +44,10 @@ __all__ = [
     "UNet",
     "UNetBody",
     "UNetSegmenter",
+    "autocast",
     "create_model",
     "from_pretrained_unet",
+    "images_nchw",
     "is_model",
     "list_models",
     "load_local_weights",

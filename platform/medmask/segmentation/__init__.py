@@ -17,7 +17,6 @@ from medmask.segmentation._augment import (
 )
 from medmask.segmentation._crop import CropResult, lung_boxes, segmentation_guided_crop
 from medmask.segmentation._lungs import (
-    dice_score,
     lung_mask,
     scaled_kernel,
     segment_lungs,
@@ -41,7 +40,6 @@ __all__ = [
     "EnhancedSegmentation",
     "affine_matrices",
     "context_augment",
-    "dice_score",
     "enhanced_lung_segmentation",
     "lung_boxes",
     "lung_mask",

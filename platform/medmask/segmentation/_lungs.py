@@ -89,10 +89,3 @@ def _body_mask(u8: np.ndarray) -> np.ndarray:
     filled = np.zeros_like(body)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
     return filled
-
-
-def dice_score(pred: np.ndarray, target: np.ndarray) -> float:
-    """2|P & T| / (|P| + |T|) of two boolean maps (1.0 when both are empty)."""
-    p, t = np.asarray(pred, bool), np.asarray(target, bool)
-    denom = p.sum() + t.sum()
-    return 1.0 if denom == 0 else float(2.0 * (p & t).sum() / denom)

@@ -17,7 +17,7 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,18 @@ MAX_PARAM_CHARS = 6000  # MLflow 3's limit on a param value
 PARAMS_PER_BATCH = 100  # MLflow's limit on params per log_batch call
 DEFAULT_DB = "mlruns.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+
+
+@contextmanager
+def ended_as_it_ends(run: Any, end: Callable[[str], Any]) -> Iterator[Any]:
+    """The one run lifecycle: ``end("FAILED")`` if the block raises (then re-raise), else
+    ``end("FINISHED")``; every way of opening a run (new, reopened, a Tune trial's) ends so."""
+    try:
+        yield run
+    except BaseException:
+        end("FAILED")
+        raise
+    end("FINISHED")
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -116,7 +128,7 @@ def standard_tags(
     seed: int | None = None,
     **extra: Any,
 ) -> dict[str, str]:
-    """The tags every trial carries (issue 5): strategy, ratio, dataset, fraction, seed, ...
+    """The tags every trial carries: strategy, ratio, dataset, fraction, seed, ...
 
     None values are left out; ``git_commit`` is added by :meth:`Tracker.run` itself.
     """
@@ -290,12 +302,8 @@ class Tracker:
             tags={k: str(v) for k, v in all_tags.items() if v is not None},
         ).info
         run = Run(self.uri, info.run_id, name, self.experiment_id)
-        try:
+        with ended_as_it_ends(run, lambda status: self.client.set_terminated(run.run_id, status)):
             yield run
-        except BaseException:
-            self.client.set_terminated(run.run_id, "FAILED")
-            raise
-        self.client.set_terminated(run.run_id, "FINISHED")
 
     def get(self, run_id: str) -> Run:
         """An existing run by id (e.g. the study run a Tune trial nests under)."""
@@ -307,12 +315,8 @@ class Tracker:
         """Continue an existing run (a resumed sweep's study run), ending it as :meth:`run`."""
         run = self.get(run_id)
         self.client.update_run(run_id, status="RUNNING")
-        try:
+        with ended_as_it_ends(run, lambda status: self.client.set_terminated(run_id, status)):
             yield run
-        except BaseException:
-            self.client.set_terminated(run_id, "FAILED")
-            raise
-        self.client.set_terminated(run_id, "FINISHED")
 
     def close_stale(self, tag: str, value: str, status: str = "KILLED") -> list[str]:
         """End the still-RUNNING runs tagged ``tag=value`` and their RUNNING descendants.

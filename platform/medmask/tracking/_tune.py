@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from medmask.tracking._tracker import KIND_TAG, PARENT_TAG, Run, Tracker
+from medmask.tracking._tracker import KIND_TAG, PARENT_TAG, Run, Tracker, ended_as_it_ends
 
 
 @contextmanager
@@ -48,9 +48,5 @@ def tune_trial_run(
     )
     run_id = mlflow.active_run().info.run_id
     run = Run(tracker.uri, run_id, name, tracker.experiment_id)
-    try:
+    with ended_as_it_ends(run, lambda status: mlflow.end_run(status=status)):
         yield run
-    except BaseException:
-        mlflow.end_run(status="FAILED")
-        raise
-    mlflow.end_run(status="FINISHED")

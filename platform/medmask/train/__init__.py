@@ -1,45 +1,100 @@
-"""Ray Train loops: masked-image-modeling pretraining, fine-tuning, and the MIM study.
+"""Ray Train: one epoch-loop skeleton, the public stages, and the studies that orchestrate them.
 
-- :func:`pretrain_loop`: the one pretraining loop for every model family and mask strategy.
-- :func:`finetune_loop`: linear probing / full fine-tuning through ``encode``.
-- :func:`build_trainer`: the ``TorchTrainer`` (scaling, checkpoints, failure recovery).
-- :func:`run_mim_study`: pretrain -> fine-tune -> evaluate with the MLflow run tree.
-- :func:`segment_loop`: end-to-end U-Net segmentation fine-tuning (AHM's downstream task).
-- :func:`run_ahm_study`: the AHM pipeline (reconstruction net, RL policy, AHM pretraining,
-  segmentation at several label fractions vs random masking and from scratch).
-- :func:`build_mask_strategy`: a mask strategy from settings (loads an AHM policy checkpoint).
+- Loops (plain ``train_loop_per_worker(config)`` functions on :func:`run_epochs`):
+  :func:`pretrain_loop` (any registered learning method), :func:`finetune_loop` (linear
+  probing / full fine-tuning through ``encode``), :func:`segment_loop` (U-Net segmentation).
+- Stages, used by the studies and by :mod:`medmask.tune`: :func:`run_pretraining` (cached in
+  the :class:`StageCache` by :func:`pretrain_settings`), :func:`run_finetuning`,
+  :func:`label_fraction_subset`, :func:`reconstruction_gallery`.
+- Orchestrators: :func:`run_mim_study` (pretrain -> fine-tune -> evaluate, with From Scratch
+  and Transfer baselines) and :func:`run_ahm_study` (reconstruction net, RL policy, AHM
+  pretraining, segmentation at several label fractions).
+- Typed, frozen settings at the boundary (:class:`MimSettings`, :class:`PretrainSettings`,
+  ...), built from plain mappings by :func:`settings_from_dict` (unknown keys fail there).
+- :func:`build_trainer`, :class:`ScalingSettings`: the ``TorchTrainer`` (scaling,
+  checkpoints, failure recovery); :func:`build_mask_strategy` loads an AHM policy.
 """
 
 from medmask.train._ahm_study import load_reconstruction, run_ahm_study
-from medmask.train._checkpoint import PretrainCache, config_hash, load_checkpoint, save_checkpoint
+from medmask.train._checkpoint import (
+    StageCache,
+    code_version,
+    config_hash,
+    load_checkpoint,
+    save_checkpoint,
+)
 from medmask.train._finetune import build_classifier, finetune_loop, predict
+from medmask.train._loop import run_epochs
+from medmask.train._loop_utils import quiet_data_progress
 from medmask.train._masks import build_mask_strategy
 from medmask.train._optim import OptimizerConfig, build_optimizer, build_scheduler
 from medmask.train._pretrain import pretrain_loop
 from medmask.train._segment import build_segmenter, score_segmentation, segment_loop
-from medmask.train._study import run_mim_study
+from medmask.train._settings import (
+    BaselineSettings,
+    FinetuneSettings,
+    HeadSettings,
+    MaskingSettings,
+    MimSettings,
+    ModelSettings,
+    PretrainSettings,
+    StageSettings,
+    TransferSettings,
+    settings_from_dict,
+)
+from medmask.train._stages import (
+    label_fraction_subset,
+    pretrain_settings,
+    reconstruction_gallery,
+    run_finetuning,
+    run_pretraining,
+    train_view,
+    transfer_report,
+)
+from medmask.train._study import baseline_methods, run_mim_study
 from medmask.train._trainer import ScalingSettings, build_trainer, steps_per_epoch
 
 __all__ = [
+    "BaselineSettings",
+    "FinetuneSettings",
+    "HeadSettings",
+    "MaskingSettings",
+    "MimSettings",
+    "ModelSettings",
+    "PretrainSettings",
+    "StageSettings",
+    "TransferSettings",
     "OptimizerConfig",
-    "PretrainCache",
     "ScalingSettings",
+    "StageCache",
+    "baseline_methods",
     "build_classifier",
     "build_mask_strategy",
-    "build_segmenter",
     "build_optimizer",
     "build_scheduler",
+    "build_segmenter",
     "build_trainer",
+    "code_version",
     "config_hash",
     "finetune_loop",
+    "label_fraction_subset",
     "load_checkpoint",
     "load_reconstruction",
-    "pretrain_loop",
     "predict",
+    "pretrain_loop",
+    "pretrain_settings",
+    "quiet_data_progress",
+    "reconstruction_gallery",
     "run_ahm_study",
+    "run_epochs",
+    "run_finetuning",
     "run_mim_study",
+    "run_pretraining",
+    "save_checkpoint",
     "score_segmentation",
     "segment_loop",
-    "save_checkpoint",
+    "settings_from_dict",
     "steps_per_epoch",
+    "train_view",
+    "transfer_report",
 ]

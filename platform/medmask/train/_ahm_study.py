@@ -17,7 +17,7 @@ Source: "Self-Supervised Medical Image Segmentation Using Deep Reinforced Adapti
    masking probability, masked image) and the reward curve.
 
 Every stage's result is cached by a hash of what determines it (``cache_dir``), so a re-run
-skips finished stages: pretraining (:class:`PretrainCache`), the policy (``policy.pt``,
+skips finished stages: pretraining (:class:`StageCache`), the policy (``policy.pt``,
 ``history.csv``) and each fine-tuning (``metrics.json``).
 """
 
@@ -62,7 +62,8 @@ from medmask.train._segment import (
     score_segmentation,
 )
 from medmask.train._segment import segment_loop as loop
-from medmask.train._study import (
+from medmask.train._settings import PretrainSettings, settings_from_dict
+from medmask.train._stages import (
     label_fraction_subset,
     pretrain_settings,
     reconstruction_gallery,
@@ -111,13 +112,14 @@ def policy_cache_key(settings: dict[str, Any], reconstruction_key: dict[str, Any
             "ratio": settings["masking"]["ratio"], "seed": settings["seed"]}
 
 
-def run_policy_training(settings: dict[str, Any], reconstruction: Path, train_images: np.ndarray,
+def run_policy_training(settings: dict[str, Any], reconstruction_settings: PretrainSettings,
+                        reconstruction: Path, train_images: np.ndarray,
                         heldout: np.ndarray, stage: Any) -> tuple[Path, dict[str, float]]:
     """Train (or reuse) the masking policy; returns its folder and the held-out check."""
 
     policy = dict(settings["policy"])
     folder = Path(settings["cache_dir"]) / "policy" / config_hash(
-        policy_cache_key(settings, pretrain_settings(settings)))
+        policy_cache_key(settings, pretrain_settings(reconstruction_settings)))
     cached = (folder / "policy.pt").is_file()
     stage.set_tags({"cache_hit": cached, "cache_key": folder.name})
     budget = PolicyBudget(**policy.pop("budget"))
@@ -289,7 +291,8 @@ def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
     tags = {"strategy": "ahm", "ratio": ratio, "dataset": settings["data"]["name"],
             "seed": seed, "model": settings["model"]["name"],
             "random_share": policy["random_share"], "target": settings["segmentation"]["target"]}
-    random_settings = {**settings, "masking": {"name": "random", "ratio": ratio, "params": {}}}
+    random_settings = _pretraining(settings, "mae", {"name": "random", "ratio": ratio,
+                                                     "params": {}})
     rows: list[dict[str, Any]] = []
     study_name = f"{settings['study']}-{run_name('ahm', ratio=ratio, seed=seed)}"
     with tracker.study(study_name, tags=tags) as study:
@@ -305,17 +308,17 @@ def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
             with tracker.stage("policy", parent=trial, tags=tags) as stage:
                 start = time.perf_counter()
                 folder, check = run_policy_training(
-                    random_settings, encoders["random"],
+                    settings, random_settings, encoders["random"],
                     dataset_images(datasets["train"], policy.get("pool_images"), seed),
                     dataset_images(datasets["test"], policy.get("eval_images"), seed), stage)
                 stage.log_metrics({"wall_s": time.perf_counter() - start})
             study.log_metrics(check)
             log.info("policy vs random masks on held-out images: %s", check)
-            ahm_settings = {**settings, "masking": {
+            ahm_settings = _pretraining(settings, "ahm", {
                 "name": "ahm", "ratio": ratio,
                 "params": {"policy_checkpoint": str(folder / "policy.pt"),
                            "random_share": float(policy["random_share"]),
-                           "weighting": policy.get("weighting", "probability")}}}
+                           "weighting": policy.get("weighting", "probability")}})
             with tracker.stage("pretrain-ahm", parent=trial, tags=tags) as stage:
                 start = time.perf_counter()
                 encoders["ahm"] = run_pretraining(ahm_settings, datasets, stage, scaling)
@@ -344,7 +347,16 @@ def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
     return table
 
 
-def _log_pretraining(stage: Any, settings: dict[str, Any], checkpoint: Path,
+def _pretraining(settings: dict[str, Any], method: str, masking: dict[str, Any]
+                 ) -> PretrainSettings:
+    """The typed settings of one of the study's pretraining stages."""
+    return settings_from_dict(PretrainSettings, {
+        "seed": settings["seed"], "data": settings["data"], "model": settings["model"],
+        "masking": masking, "pretrain": settings["pretrain"], "method": method,
+        "cache_dir": settings["cache_dir"], "storage_dir": settings["storage_dir"]})
+
+
+def _log_pretraining(stage: Any, settings: PretrainSettings, checkpoint: Path,
                      datasets: dict[str, Any]) -> None:
     stage.log_image(reconstruction_gallery(settings, checkpoint, datasets["val"]),
                     "reconstruction_gallery.png")

@@ -1,4 +1,4 @@
-"""Checkpoints on disk and the pretraining cache keyed by a hash of the config.
+"""Checkpoints on disk and the stage cache keyed by a hash of the config.
 
 Checkpoints are plain ``torch.save`` dicts loaded with ``torch.load(..., weights_only=True)``:
 model / optimizer / scheduler state, the epoch that finished, and JSON-able metadata.
@@ -6,14 +6,18 @@ model / optimizer / scheduler state, the epoch that finished, and JSON-able meta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+
+import medmask
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.json"
@@ -23,6 +27,25 @@ def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
     """A stable short hash of a JSON-able config (key order does not matter)."""
     text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# The code that defines what a pretraining produces: the model, the loss, the masks, the loop.
+_CODE_PARTS = ("masking", "models", "methods", "train/_loop.py", "train/_loop_utils.py",
+               "train/_optim.py", "train/_pretrain.py", "train/_masks.py")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version and a digest of the source files that define a pretraining (a
+    cached checkpoint of other code is never reused after a change)."""
+    package = Path(medmask.__file__).parent
+    digest = hashlib.sha256()
+    for part in _CODE_PARTS:
+        path = package / part
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(package).as_posix().encode())
+            digest.update(file.read_bytes())
+    return f"{medmask.__version__}+{digest.hexdigest()[:12]}"
 
 
 def save_checkpoint(directory: str | Path, state: Mapping[str, Any]) -> Path:
@@ -44,32 +67,49 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-class PretrainCache:
-    """Pretrained encoders cached by a hash of the pretraining config.
+class StageCache:
+    """Finished stages' results, keyed by a hash of everything that determines them.
 
-    Fine-tuning at several label fractions, and sweeps whose trials differ only downstream,
-    reuse one pretraining run instead of pretraining again.
+    One cache for every stage (pretraining checkpoints, AHM policies, segmentation scores):
+    ``root/<kind>/<hash>/`` holds the result files and ``config.json``, the key it was stored
+    under, written last, so an entry exists only once it is complete. Results are built in a
+    ``.partial`` folder and renamed into place (atomic on one file system): a killed run
+    never leaves a half-written entry that a later run would reuse.
     """
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path, kind: str) -> None:
+        self.root = Path(root) / kind
+        self.kind = kind
 
-    def entry(self, config: Mapping[str, Any]) -> Path:
-        """The cache folder for ``config`` (may not exist yet)."""
-        return self.root / config_hash(config)
+    def entry(self, key: Mapping[str, Any]) -> Path:
+        """The cache folder for ``key`` (may not exist yet)."""
+        return self.root / config_hash(key)
 
-    def lookup(self, config: Mapping[str, Any]) -> Path | None:
-        """The cached checkpoint folder for ``config``, or None."""
-        entry = self.entry(config)
-        return entry if (entry / CHECKPOINT_FILE).is_file() else None
+    def lookup(self, key: Mapping[str, Any]) -> Path | None:
+        """The complete entry for ``key``, or None."""
+        entry = self.entry(key)
+        return entry if (entry / CONFIG_FILE).is_file() else None
 
-    def store(self, config: Mapping[str, Any], checkpoint_dir: str | Path) -> Path:
-        """Copy a finished checkpoint folder into the cache with its config; return the entry."""
-        entry = self.entry(config)
-        tmp = entry.with_name(entry.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(checkpoint_dir, tmp)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, sort_keys=True, indent=2, default=str))
+    def store(self, key: Mapping[str, Any], source: str | Path) -> Path:
+        """Copy a finished result folder into the cache with its key; return the entry."""
+        with self.build(key) as partial:
+            shutil.copytree(source, partial, dirs_exist_ok=True)
+        return self.entry(key)
+
+    @contextmanager
+    def build(self, key: Mapping[str, Any]) -> Iterator[Path]:
+        """A fresh ``.partial`` folder to write a result into; on success it becomes the entry
+        for ``key`` (with ``config.json``), on an exception it is removed."""
+        entry = self.entry(key)
+        partial = entry.with_name(entry.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            yield partial
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        (partial / CONFIG_FILE).write_text(json.dumps(dict(key), sort_keys=True, indent=2,
+                                                      default=str))
         shutil.rmtree(entry, ignore_errors=True)
-        tmp.rename(entry)
-        return entry
+        partial.rename(entry)

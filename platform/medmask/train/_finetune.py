@@ -16,18 +16,16 @@ import torch.nn.functional as F
 
 from medmask import columns as C
 from medmask.eval import classification_metrics
-from medmask.models import EncoderClassifier, create_model, load_local_weights
-from medmask.train._checkpoint import load_checkpoint
-from medmask.train._loop_utils import (
+from medmask.methods import LoopParts
+from medmask.models import (
+    EncoderClassifier,
     autocast,
+    create_model,
     images_nchw,
-    optimization_state,
-    quiet_data_progress,
-    train_device,
-    train_epoch,
-    unwrap,
+    load_local_weights,
 )
-from medmask.train._pretrain import _EpochLogger, _report
+from medmask.train._checkpoint import load_checkpoint
+from medmask.train._loop import run_epochs
 
 
 def build_classifier(config: dict[str, Any]) -> torch.nn.Module:
@@ -81,59 +79,37 @@ def predict(model: torch.nn.Module, dataset: Any, batch_size: int, multilabel: b
     return np.concatenate(probs), np.concatenate(targets)
 
 
+def finetune_parts(config: dict[str, Any], device: torch.device) -> LoopParts:
+    """The classifier, its classification loss, and validation metrics on ``val``."""
+    multilabel = bool(config["head"].get("multilabel", False))
+    mixed = bool(config.get("mixed_precision", True))
+
+    def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                   epoch: int) -> tuple[torch.Tensor, int]:
+        images = images_nchw(batch)
+        with autocast(device, mixed):
+            logits = model(images)
+            return classification_loss(logits.float(), batch, multilabel), images.shape[0]
+
+    def validate(model: torch.nn.Module, val: Any, batch_size: int,
+                 device: torch.device) -> dict[str, float]:
+        probs, targets = predict(model, val, batch_size, multilabel, device)
+        scores = classification_metrics(probs, targets, multilabel=multilabel,
+                                        class_names=config["head"].get("class_names"))
+        return {k: v for k, v in scores.items() if _is_number(v)}
+
+    return LoopParts(build_classifier(config), batch_loss, validate)
+
+
 def finetune_loop(config: dict[str, Any]) -> None:
     """Ray Train worker loop for classification fine-tuning.
 
-    Config keys: ``model`` ({name, params}), ``pretrained`` (checkpoint folder or None for
-    from-scratch), ``mode`` (``linear_probe`` | ``full``), ``head`` ({num_classes,
-    multilabel, class_names}), ``optim``, ``batch_size``, ``epochs``, ``steps_per_epoch``,
-    ``seed``, ``mixed_precision``, optional ``tracking``. Datasets: ``train`` (split across
-    workers) and ``val`` (whole, evaluated on rank 0 every epoch).
+    Config keys, besides the skeleton's (:mod:`medmask.train._loop`): ``model`` ({name,
+    params}), ``pretrained`` (checkpoint folder or None for from-scratch), ``init_weights``,
+    ``mode`` (``linear_probe`` | ``full``), ``head`` ({num_classes, multilabel,
+    class_names}), ``mixed_precision``. Datasets: ``train`` and ``val``.
     """
-    import ray.train
-    import ray.train.torch
-
-    torch.manual_seed(int(config["seed"]))
-    quiet_data_progress()
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = train_device()
-    multilabel = bool(config["head"].get("multilabel", False))
-
-    model = build_classifier(config)
-    batch_size = int(config["batch_size"])
-    epochs = int(config["epochs"])
-    optimizer, scheduler, start_epoch = optimization_state(model, config)
-    model = ray.train.torch.prepare_model(model)
-
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
-    per_worker_batch = max(1, batch_size // world)
-
-    logger = _EpochLogger(config.get("tracking"), rank)
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        batches = train_shard.iter_torch_batches(
-            batch_size=per_worker_batch, prefetch_batches=2, device=device
-        )
-
-        def batch_loss(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-            images = images_nchw(batch)
-            with autocast(device, bool(config.get("mixed_precision", True))):
-                logits = model(images)
-                return classification_loss(logits.float(), batch, multilabel), images.shape[0]
-
-        metrics: dict[str, Any] = train_epoch(batches, batch_loss, optimizer, scheduler,
-                                              epoch=epoch, what="fine-tuning")
-        if rank == 0 and val_shard is not None:
-            probs, targets = predict(unwrap(model), val_shard, per_worker_batch, multilabel, device)
-            val = classification_metrics(
-                probs, targets, multilabel=multilabel,
-                class_names=config["head"].get("class_names"),
-            )
-            metrics.update({f"val/{k}": v for k, v in val.items() if _is_number(v)})
-        logger.log(metrics, step=epoch)
-        _report(metrics, rank, epoch, model, optimizer, scheduler, config)
+    run_epochs(config, finetune_parts, what="fine-tuning")
 
 
 def _is_number(value: Any) -> bool:

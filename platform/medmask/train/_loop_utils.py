@@ -1,22 +1,17 @@
-"""Pieces shared by the Ray Train loops: device, batches, masks per epoch, timing, reporting."""
+"""Pieces of the epoch-loop skeleton: device, timing, one epoch of steps, optimizer state."""
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 
-from medmask import columns as C
-from medmask.masking import PatchGrid, mask_seeds
 from medmask.train._checkpoint import load_checkpoint
 from medmask.train._optim import OptimizerConfig, build_optimizer, build_scheduler
-
-IMAGE_KEY = "image_key"  # int64 hash of the image id, written by the data pipeline
 
 
 def quiet_data_progress() -> None:
@@ -32,35 +27,6 @@ def train_device() -> torch.device:
     import ray.train.torch
 
     return ray.train.torch.get_device()
-
-
-def images_nchw(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The batch's images as float [B, C, H, W] (grayscale [B, H, W] gets C = 1)."""
-    images = batch[C.IMAGE]
-    if images.ndim == 3:
-        images = images.unsqueeze(1)
-    return images.float()
-
-
-def epoch_masks(
-    strategy: Any,
-    batch: Mapping[str, torch.Tensor],
-    grid: PatchGrid,
-    ratio: float,
-    *,
-    seed: int,
-    epoch: int,
-) -> torch.Tensor:
-    """Masks drawn anew every epoch: per-image seeds from (run seed, epoch, image id).
-
-    The same image gets the same mask on any worker and any batch layout within an epoch, and
-    a different one the next epoch (never one fixed mask per image).
-    """
-    keys = batch[IMAGE_KEY].detach().cpu().numpy().astype(np.int64)
-    seeds = mask_seeds(keys, seed, epoch)
-    view = {k: v for k, v in batch.items() if k != IMAGE_KEY}
-    view["mask_seed"] = seeds
-    return strategy(view, grid, ratio)
 
 
 class StepTimer:
@@ -108,7 +74,8 @@ def train_epoch(
     loops: ``batch_loss(batch) -> (loss, images)`` for every batch, then zero_grad, backward,
     step and the per-step schedule; a non-finite loss stops with a FloatingPointError.
 
-    Returns the epoch's ``train/loss`` (mean over steps), ``train/lr``, ``train/steps`` and the
+    Returns ``charts/epoch``, the epoch's ``train/loss`` (mean over steps), ``train/lr``,
+    ``train/steps`` and the
     :class:`StepTimer` summary (images/s, share of time waiting for data).
     """
     import math
@@ -127,7 +94,7 @@ def train_epoch(
         total += value
         steps += 1
         timer.images += int(images)
-    return {"epoch": epoch, "train/loss": total / max(steps, 1),
+    return {"charts/epoch": epoch, "train/loss": total / max(steps, 1),
             "train/lr": optimizer.param_groups[0]["lr"], "train/steps": steps,
             **timer.summary()}
 
@@ -142,13 +109,6 @@ def checkpoint_dir() -> Iterator[str]:
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DDP wrapper (for state dicts and attributes)."""
     return model.module if hasattr(model, "module") else model
-
-
-def autocast(device: torch.device, enabled: bool) -> Any:
-    """bf16 autocast on GPU when enabled, a no-op context on the CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 def optimization_state(model: torch.nn.Module, config: dict[str, Any]) -> tuple[Any, Any, int]:

@@ -25,18 +25,10 @@ import torch.nn.functional as F
 
 from medmask import columns as C
 from medmask.eval.metrics import segmentation_metrics
-from medmask.models import create_model, from_pretrained_unet
+from medmask.methods import LoopParts
+from medmask.models import autocast, create_model, from_pretrained_unet, images_nchw
 from medmask.train._checkpoint import load_checkpoint
-from medmask.train._loop_utils import (
-    autocast,
-    images_nchw,
-    optimization_state,
-    quiet_data_progress,
-    train_device,
-    train_epoch,
-    unwrap,
-)
-from medmask.train._pretrain import _EpochLogger, _report
+from medmask.train._loop import run_epochs
 
 TARGETS = {C.LESION: 1, C.ORGANS: 4}  # target column -> output channels
 ORGAN_NAMES = ("right_lung", "left_lung", "heart")
@@ -129,52 +121,33 @@ def predict_segmentation(model: torch.nn.Module, dataset: Any, target: str, batc
     return np.concatenate(images), np.concatenate(preds), np.concatenate(targets)
 
 
+def segment_parts(config: dict[str, Any], device: torch.device) -> LoopParts:
+    """The U-Net segmenter, its (B)CE + soft Dice loss, and AHM's metrics on ``val``."""
+    target = config["target"]
+    outputs = check_target(target)
+    mixed = bool(config.get("mixed_precision", True))
+
+    def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                   epoch: int) -> tuple[torch.Tensor, int]:
+        images = images_nchw(batch)
+        with autocast(device, mixed):
+            logits = model(images)
+        return segmentation_loss(logits.float(), batch[target]), images.shape[0]
+
+    def validate(model: torch.nn.Module, val: Any, batch_size: int,
+                 device: torch.device) -> dict[str, float]:
+        _, preds, targets = predict_segmentation(model, val, target, batch_size * 4, device)
+        return score_segmentation(preds, targets, outputs)
+
+    return LoopParts(build_segmenter(config), batch_loss, validate)
+
+
 def segment_loop(config: dict[str, Any]) -> None:
     """Ray Train worker loop: end-to-end segmentation fine-tuning of a U-Net.
 
-    Config keys: ``model`` ({name, params} of the reconstruction U-Net), ``pretrained``
-    (checkpoint folder or None = from scratch), ``target`` (``lesion`` | ``organs``), ``optim``
-    (e.g. AHM's Adam with step decay), ``batch_size``, ``epochs``, ``steps_per_epoch``,
-    ``seed``, ``mixed_precision``, optional ``tracking``. Datasets: ``train`` (split across
-    workers) and ``val`` (whole, scored on rank 0 every epoch: ``val/dice`` etc.).
+    Config keys, besides the skeleton's (:mod:`medmask.train._loop`): ``model`` ({name,
+    params} of the reconstruction U-Net), ``pretrained`` (checkpoint folder or None = from
+    scratch), ``target`` (``lesion`` | ``organs``), ``mixed_precision``. Datasets: ``train``
+    and ``val`` (scored on rank 0 every epoch: ``val/dice`` etc.).
     """
-    import ray.train
-    import ray.train.torch
-
-    torch.manual_seed(int(config["seed"]))
-    quiet_data_progress()
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = train_device()
-    target = config["target"]
-    outputs = check_target(target)
-
-    model = build_segmenter(config)
-    epochs = int(config["epochs"])
-    optimizer, scheduler, start_epoch = optimization_state(model, config)
-    model = ray.train.torch.prepare_model(model)
-    per_worker_batch = max(1, int(config["batch_size"]) // world)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
-    logger = _EpochLogger(config.get("tracking"), rank)
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        batches = train_shard.iter_torch_batches(
-            batch_size=per_worker_batch, prefetch_batches=2, device=device
-        )
-
-        def batch_loss(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-            images = images_nchw(batch)
-            with autocast(device, bool(config.get("mixed_precision", True))):
-                logits = model(images)
-            return segmentation_loss(logits.float(), batch[target]), images.shape[0]
-
-        metrics: dict[str, Any] = train_epoch(batches, batch_loss, optimizer, scheduler,
-                                              epoch=epoch, what="segmentation")
-        if rank == 0 and val_shard is not None:
-            _, preds, targets = predict_segmentation(unwrap(model), val_shard, target,
-                                                     per_worker_batch * 4, device)
-            val = score_segmentation(preds, targets, outputs)
-            metrics.update({f"val/{k}": v for k, v in val.items()})
-        logger.log(metrics, step=epoch)
-        _report(metrics, rank, epoch, model, optimizer, scheduler, config)
+    run_epochs(config, segment_parts, what="segmentation")

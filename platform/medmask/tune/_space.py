@@ -1,7 +1,7 @@
 """What a sweep varies: its spec, Tune's search space, and each trial's resolved settings.
 
-A sweep varies a few named hyperparameters (:data:`SWEEP_PARAMS`) of the MIM study's settings
-dict (the one :func:`medmask.train.run_mim_study` takes). Every trial gets the base settings
+A sweep varies a few named hyperparameters (:data:`SWEEP_PARAMS`) of the MIM study's typed
+settings (:class:`medmask.train.MimSettings`). Every trial gets the base settings
 with its values applied by :func:`trial_settings`, and a readable name from
 :func:`trial_name` (``rgmim-r0.75-frac10-s0``), never Ray's trial id.
 """
@@ -12,13 +12,14 @@ import copy
 import inspect
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from medmask.masking import MASK_STRATEGIES, strategy_requires
 from medmask.tracking import run_name
+from medmask.train import MimSettings
 
-# sweep parameter -> what it sets in the settings dict
+# sweep parameter -> what it sets in the settings
 SWEEP_PARAMS: dict[str, str] = {
     "strategy": "masking.name (and masking.params from the strategy's params)",
     "ratio": "masking.ratio",
@@ -144,71 +145,73 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def trial_settings(
-    base: Mapping[str, Any], params: Mapping[str, Any], strategies: Mapping[str, Any]
-) -> dict[str, Any]:
+    base: MimSettings, params: Mapping[str, Any], strategies: Mapping[str, Any]
+) -> MimSettings:
     """The base settings with one trial's sweep parameters applied (see :data:`SWEEP_PARAMS`).
 
     Raises:
-        ValueError: for an unknown parameter or strategy, a ``random_share`` on a strategy other
-            than ahm, an ahm trial without ``policy_checkpoint``, or several label fractions
-            or modes in one trial.
+        ValueError: for an unknown parameter or strategy, a ``random_share`` on a strategy
+            without a random share, a strategy that needs a policy without
+            ``policy_checkpoint``, or several label fractions or modes in one trial.
     """
     unknown = sorted(set(params) - set(SWEEP_PARAMS))
     if unknown:
         raise ValueError(f"unknown sweep parameter(s) {unknown}; valid: {sorted(SWEEP_PARAMS)}")
-    settings = copy.deepcopy(dict(base))
-    masking = settings["masking"]
+    masking, changes = base.masking, {}
     if "strategy" in params:
         name = str(params["strategy"])
         if name not in strategies:
             raise ValueError(f"unknown strategy {name!r} in the sweep; configured strategies: "
                              f"{sorted(strategies)} (sweep.strategies)")
-        masking["name"] = name
-        masking["params"] = copy.deepcopy(dict(strategies[name]))
+        masking = replace(masking, name=name, params=copy.deepcopy(dict(strategies[name])))
     if "ratio" in params:
-        masking["ratio"] = float(params["ratio"])
+        masking = replace(masking, ratio=float(params["ratio"]))
     if "random_share" in params:
-        if not _accepts(masking["name"], "random_share"):
+        if not _accepts(masking.name, "random_share"):
             raise ValueError(f"random_share is AHM's p: it needs a strategy with a random "
-                             f"share ({AHM}), got strategy={masking['name']!r}")
-        masking["params"]["random_share"] = float(params["random_share"])
+                             f"share ({AHM}), got strategy={masking.name!r}")
+        masking = replace(masking, params={**masking.params,
+                                           "random_share": float(params["random_share"])})
     if "patch_size" in params:
-        settings["model"].setdefault("params", {})["patch_size"] = int(params["patch_size"])
+        changes["model"] = replace(base.model, params={**base.model.params,
+                                                       "patch_size": int(params["patch_size"])})
     if "seed" in params:
-        settings["seed"] = int(params["seed"])
+        changes["seed"] = int(params["seed"])
     if "fraction" in params:
-        settings["fractions"] = [float(params["fraction"])]
+        changes["fractions"] = (float(params["fraction"]),)
     if "mode" in params:
-        settings["modes"] = [str(params["mode"])]
+        changes["modes"] = (str(params["mode"]),)
+    settings = replace(base, masking=masking, **changes)
     _check_trial(settings)
     return settings
 
 
-def _check_trial(settings: Mapping[str, Any]) -> None:
+def _check_trial(settings: MimSettings) -> None:
     for key in ("fractions", "modes"):
-        if len(settings[key]) != 1:
+        if len(getattr(settings, key)) != 1:
             raise ValueError(f"a sweep trial fine-tunes one label fraction and one mode: set "
-                             f"{key} to one value or sweep it, got {key}={settings[key]}")
-    masking = settings["masking"]
-    name = masking["name"]
-    if "policy" in strategy_requires(name) and not masking["params"].get("policy_checkpoint"):
+                             f"{key} to one value or sweep it, got {key}="
+                             f"{list(getattr(settings, key))}")
+    name = settings.masking.name
+    if "policy" in strategy_requires(name) and not settings.masking.params.get(
+            "policy_checkpoint"):
         raise ValueError(f"strategy {name} needs a trained policy: set "
                          f"sweep.strategies.{name}.policy_checkpoint=PATH (saved with medmask.rl)")
 
 
-def trial_values(settings: Mapping[str, Any]) -> dict[str, Any]:
+def trial_values(settings: MimSettings) -> dict[str, Any]:
     """The values a trial is compared by (the trial table's columns and the run's tags)."""
-    masking = settings["masking"]
+    masking = settings.masking
     values = {
-        "strategy": masking["name"],
-        "ratio": float(masking["ratio"]),
-        "fraction": float(settings["fractions"][0]),
-        "mode": settings["modes"][0],
-        "seed": int(settings["seed"]),
-        "patch_size": settings["model"].get("params", {}).get("patch_size"),
+        "strategy": masking.name,
+        "ratio": float(masking.ratio),
+        "fraction": float(settings.fractions[0]),
+        "mode": settings.modes[0],
+        "seed": int(settings.seed),
+        "patch_size": settings.model.params.get("patch_size"),
     }
-    if _accepts(masking["name"], "random_share"):
-        values["random_share"] = float(masking["params"].get("random_share", 0.3))
+    if _accepts(masking.name, "random_share"):
+        values["random_share"] = float(masking.params.get("random_share", 0.3))
     return values
 
 
@@ -217,7 +220,7 @@ def _accepts(strategy: str, parameter: str) -> bool:
     return parameter in inspect.signature(MASK_STRATEGIES.get(strategy)).parameters
 
 
-def trial_name(settings: Mapping[str, Any], swept: Sequence[str] = ()) -> str:
+def trial_name(settings: MimSettings, swept: Sequence[str] = ()) -> str:
     """``rgmim-r0.75-frac10-s0``; AHM's p and the patch size join when they are swept."""
 
     values = trial_values(settings)
@@ -232,7 +235,7 @@ def trial_name(settings: Mapping[str, Any], swept: Sequence[str] = ()) -> str:
                     seed=values["seed"], **extra)
 
 
-def validate_sweep(base: Mapping[str, Any], spec: SweepSpec) -> int:
+def validate_sweep(base: MimSettings, spec: SweepSpec) -> int:
     """Resolve every grid point before any compute; returns the number of grid points."""
     points = grid_points(spec)
     for point in points:

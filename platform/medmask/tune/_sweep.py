@@ -22,6 +22,7 @@ import pandas as pd
 from ray.tune import Callback
 
 from medmask.tracking import Tracker
+from medmask.train import MimSettings, ScalingSettings
 from medmask.tune._space import SweepSpec, param_space, trial_settings, trial_values, validate_sweep
 from medmask.tune._summary import metric_plot, pivot_text, summary_table
 from medmask.tune._trainable import TRIAL_ID_TAG, sweep_trial
@@ -60,15 +61,15 @@ class SweepResult:
     restored: bool
 
 
-def auto_max_concurrent_trials(cluster_cpus: float, scaling: Mapping[str, Any]) -> int:
+def auto_max_concurrent_trials(cluster_cpus: float, scaling: ScalingSettings) -> int:
     """As many trials as the cluster has CPUs for their Train workers (at least 1)."""
-    per_worker = float(dict(scaling.get("resources_per_worker") or {}).get("CPU", 1) or 1)
-    per_trial = max(per_worker * int(scaling.get("num_workers", 1)), 1e-9)
+    per_worker = float(dict(scaling.resources_per_worker or {}).get("CPU", 1) or 1)
+    per_trial = max(per_worker * int(scaling.num_workers), 1e-9)
     return max(1, int(cluster_cpus // per_trial))
 
 
 def run_sweep(
-    settings: dict[str, Any],
+    settings: MimSettings,
     spec: SweepSpec,
     tracker: Any,
     *,
@@ -82,7 +83,7 @@ def run_sweep(
     """Run the sweep ``spec`` over the MIM ``settings`` and summarize it.
 
     Args:
-        settings: the base MIM study settings (see :func:`medmask.train.run_mim_study`).
+        settings: the base MIM study settings (:class:`medmask.train.MimSettings`).
         spec: what the sweep varies and how it is summarized.
         tracker: the :class:`medmask.tracking.Tracker` (its experiment is the study's).
         storage_dir: Tune's storage root; the experiment lives in ``storage_dir/spec.name``.
@@ -111,7 +112,7 @@ def run_sweep(
     with study_ctx as study:
         if not restored:
             _write_study_id(path, study.run_id)
-            study.log_params({"base": settings, "sweep": _spec_params(spec)})
+            study.log_params({"base": asdict(settings), "sweep": _spec_params(spec)})
         log.info("sweep %s: %d grid point(s) x %d sample(s), %s; experiment %s",
                  spec.name, n_points, spec.num_samples,
                  "restored" if restored else "new", path)
@@ -202,7 +203,7 @@ def build_scheduler(spec: SweepSpec) -> Any:
                      f"got {scheduler.name!r}")
 
 
-def trial_table(grid: Any, settings: Mapping[str, Any], spec: SweepSpec) -> pd.DataFrame:
+def trial_table(grid: Any, settings: MimSettings, spec: SweepSpec) -> pd.DataFrame:
     """One row per finished trial: its name, compared values and test metrics."""
     rows = []
     for result in grid:

@@ -10,6 +10,7 @@ training loops is duplicated here.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import time
@@ -22,10 +23,11 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from medmask.preprocess import study_splits
 from medmask.tracking import Tracker, tune_trial_run
-from medmask.train import ScalingSettings, config_hash
-from medmask.train._loop_utils import quiet_data_progress
-from medmask.train._study import (
+from medmask.train import (
+    MimSettings,
+    config_hash,
     pretrain_settings,
+    quiet_data_progress,
     reconstruction_gallery,
     run_finetuning,
     run_pretraining,
@@ -55,16 +57,16 @@ class StageReportCallback(TuneReportCallback):
 
 
 @contextmanager
-def pretrain_lock(settings: Mapping[str, Any]) -> Iterator[None]:
+def pretrain_lock(settings: MimSettings) -> Iterator[None]:
     """Serialize pretraining per cache key: concurrent trials that differ only in fine-tuning
     wait for the first one's checkpoint instead of pretraining the same encoder twice.
 
     A file lock beside the cache (on a cluster, ``cache_dir`` must be shared storage).
     """
 
-    root = Path(settings["cache_dir"]) / "pretrain"
+    root = Path(settings.cache_dir) / "pretrain"
     root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{config_hash(pretrain_settings(dict(settings)))}.lock"
+    path = root / f"{config_hash(pretrain_settings(settings.pretraining()))}.lock"
     with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -73,7 +75,7 @@ def pretrain_lock(settings: Mapping[str, Any]) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def sweep_trial(config: dict[str, Any], base: dict[str, Any], context: dict[str, Any]) -> None:
+def sweep_trial(config: dict[str, Any], base: MimSettings, context: dict[str, Any]) -> None:
     """The Tune trial function: ``config`` holds this trial's sweep parameters.
 
     Args:
@@ -96,35 +98,34 @@ def sweep_trial(config: dict[str, Any], base: dict[str, Any], context: dict[str,
         log.info("trial %s resumed: closed %d stale run(s) of its first attempt", name,
                  len(closed))
     tags = {**{k: v for k, v in values.items() if v is not None},
-            "dataset": settings["data"]["name"], "sweep": context["sweep"],
+            "dataset": settings.data["name"], "sweep": context["sweep"],
             TRIAL_ID_TAG: trial_id}
     with tune_trial_run(tracker, name, study, params=config, tags=tags) as trial:
-        trial.log_params(settings)
+        trial.log_params(dataclasses.asdict(settings))
         metrics = run_trial_stages(settings, tracker, trial, tags,
                                    log_checkpoints=bool(context.get("log_checkpoints")))
         trial.log_metrics({f"test/{k}": v for k, v in metrics.items()})
     tune.report({f"test/{k}": v for k, v in metrics.items()} | {"trial_name": name})
 
 
-def run_trial_stages(settings: dict[str, Any], tracker: Any, trial: Any,
+def run_trial_stages(settings: MimSettings, tracker: Any, trial: Any,
                      tags: Mapping[str, Any], *, log_checkpoints: bool) -> dict[str, float]:
     """Pretrain (cached by config hash) and fine-tune + test, as stage runs of ``trial``."""
 
-    seed = int(settings["seed"])
-    scaling = ScalingSettings(**settings["scaling"])
-    datasets = {k: v.materialize() for k, v in study_splits(settings["data"], seed).items()}
+    scaling, pretraining = settings.scaling, settings.pretraining()
+    datasets = {k: v.materialize() for k, v in study_splits(settings.data, settings.seed).items()}
     with tracker.stage("pretrain", parent=trial, tags=tags) as stage:
         start = time.perf_counter()
         with pretrain_lock(settings):
-            checkpoint = run_pretraining(settings, datasets, stage, scaling,
+            checkpoint = run_pretraining(pretraining, datasets, stage, scaling,
                                          callbacks=[StageReportCallback("pretrain")])
-        stage.log_metrics({"wall_s": time.perf_counter() - start})
-        stage.log_image(reconstruction_gallery(settings, checkpoint, datasets["val"]),
+        stage.log_metrics({"perf/wall_s": time.perf_counter() - start})
+        stage.log_image(reconstruction_gallery(pretraining, checkpoint, datasets["val"]),
                         "reconstruction_gallery.png")
         if log_checkpoints:
             stage.log_artifact(checkpoint / "checkpoint.pt", "checkpoint")
-    fraction, mode = float(settings["fractions"][0]), str(settings["modes"][0])
+    fraction, mode = float(settings.fractions[0]), str(settings.modes[0])
     with tracker.stage("finetune", parent=trial,
                        tags={**tags, "fraction": fraction, "mode": mode}) as stage:
-        return run_finetuning(settings, datasets, stage, scaling, checkpoint, fraction, mode,
-                              callbacks=[StageReportCallback("finetune")])
+        return run_finetuning(settings.finetuning(), datasets, stage, scaling, checkpoint,
+                              fraction, mode, callbacks=[StageReportCallback("finetune")])
