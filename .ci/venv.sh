@@ -7,10 +7,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 key=$(cat "$root/pyproject.toml" "$root/.ci/venv.sh" | sha256sum | cut -c1-16)
 cache=${MEDMASK_VENV_CACHE:-$HOME/.cache/medmask}
 venv="$cache/venv-$key"
+mkdir -p "$cache"
+# One builder at a time: a second clone (or make target) waits here, then finds it complete.
+exec 9>"$cache/.lock-$key"
+flock 9
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   echo "medmask: building virtual environment $venv (a few minutes on a fresh machine)" >&2
   rm -rf "$venv"
-  mkdir -p "$cache"
   python3.11 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
   # torch first, exact pins: taken from the machine's local files where they lie there.
@@ -26,4 +29,5 @@ PY
   "$venv/bin/python" -m pip install --quiet -r "$cache/requirements-$key.txt" >&2
   touch "$venv/.complete"
 fi
+flock -u 9
 echo "$venv"
