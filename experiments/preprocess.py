@@ -30,7 +30,7 @@ def source_dataset(cfg: DictConfig) -> tuple[Any, dict[str, float]]:
     data, tasks = cfg.data, _task_settings(cfg)
     if data.name == "phantom":
         return phantom_dataset(int(data.n), int(data.size), int(cfg.seed), int(data.chunk),
-                               **tasks), {}
+                               variant=data.get("variant"), **tasks), {}
     from medmask.data.manifest import ATTR_DROPPED, load_manifest
     from medmask.data.study import adapter_options
 
