@@ -28,6 +28,7 @@ version).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -129,7 +130,8 @@ class CNNResult:
     accuracy: float
     findings_auc: float  # mean ROC AUC over the findings
     confusion: np.ndarray  # [true class, predicted class] counts on the test set
-    train_s: float
+    train_s: float  # wall-clock seconds of training
+    train_cpu_s: float  # CPU seconds of training (all threads): / threads = idle-machine wall
     epochs: int
 
 
@@ -166,7 +168,7 @@ def train_cnn(train: dict[str, np.ndarray], test: dict[str, np.ndarray], *, epoc
         optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
         generator = torch.Generator().manual_seed(seed)
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         for _ in range(epochs):
             net.train()
             order = torch.randperm(len(y), generator=generator)
@@ -180,7 +182,7 @@ def train_cnn(train: dict[str, np.ndarray], test: dict[str, np.ndarray], *, epoc
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-        train_s = time.perf_counter() - begin
+        train_s, train_cpu_s = time.perf_counter() - begin, time.process_time() - begin_cpu
         net.eval()
         with torch.no_grad():
             logits, finding_logits = net(torch.from_numpy(test[C.IMAGE])[:, None])
@@ -192,7 +194,8 @@ def train_cnn(train: dict[str, np.ndarray], test: dict[str, np.ndarray], *, epoc
     np.add.at(confusion, (test[C.LABEL], predicted), 1)
     aucs = [roc_auc(finding_logits[:, k].numpy(), test[C.LABELS][:, k])
             for k in range(test[C.LABELS].shape[1])]
-    return CNNResult(accuracy, float(np.nanmean(aucs)), confusion, train_s, epochs)
+    return CNNResult(accuracy, float(np.nanmean(aucs)), confusion, train_s, train_cpu_s,
+                     epochs)
 
 
 def split(n_train: int, n_test: int, seed: int,
@@ -223,8 +226,14 @@ def main() -> None:
                                 patch_means_and_stds(test[C.IMAGE]), test[C.LABEL])
     print(f"logistic regression, patch mean + std:              accuracy {texture:.3f}")
     cnn = train_cnn(train, test, epochs=args.epochs, seed=args.seed, threads=args.threads)
-    print(f"4-layer CNN ({cnn.epochs} epochs, {cnn.train_s:.1f} s on {args.threads} threads):  "
-          f"accuracy {cnn.accuracy:.3f}, findings mean AUC {cnn.findings_auc:.3f}")
+    print(f"4-layer CNN ({cnn.epochs} epochs):                   accuracy {cnn.accuracy:.3f}, "
+          f"findings mean AUC {cnn.findings_auc:.3f}")
+    print(f"CNN training: {cnn.train_s:.1f} s wall, {cnn.train_cpu_s:.1f} CPU-s on "
+          f"{args.threads} threads (load average {os.getloadavg()[0]:.1f}; on an idle machine "
+          f"wall ~ CPU-s / threads)")
+    print("confusion (rows: true Normal, COVID, Lung_Opacity, Viral Pneumonia; columns: "
+          "predicted):")
+    print(cnn.confusion)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,26 @@
 """Procedural frontal (PA) chest X-ray phantoms: medmask's embedded default dataset.
 
+Three variants (``generate(..., variant=...)``, ``data.variant`` in Hydra):
+
+- ``"benchmark"`` (the default, issue 11): a benchmark for masked image modeling. The lungs
+  cover a realistic share of the image (valid fraction, the share of patches overlapping the
+  lungs, ~0.63 at 224 px / 16-px patches and ~0.57 at 64 px / 4-px patches). Every image, of
+  every class, carries the same extra density at 1-3 sites drawn from one distribution over
+  the lungs; the class decides only its texture and shape (Normal: a smooth, featureless
+  summation shadow, not a lesion; COVID: patchy ground-glass mottling; Lung_Opacity: compact
+  homogeneous opacities with sharp margins; Viral Pneumonia: a reticular net), so neither
+  where nor how much density there is gives the class away (a logistic regression on the
+  patch means is near chance). Outside the lungs, class-irrelevant high-entropy clutter:
+  background texture (a noise field and an oriented weave), collimation edges, a lead marker
+  and a digit stamp, ECG electrodes and leads, a nasogastric tube. The five findings keep the
+  classic signatures below, each with probability 0.3, independent of the class.
+- ``"classic"``: the original phantom, described in the rest of this docstring (class lesions
+  that differ in location and amount of density: a linear shortcut; findings 0.15 each).
+- ``"confounded"``: the benchmark phantom whose findings mimic the classes (Edema drawn as the
+  viral reticulation around the hila, Consolidation as an upper-zone compact opacity,
+  Effusion and Atelectasis as basal ground-glass mottling); images without those findings are
+  identical to the benchmark's.
+
 Each phantom is drawn from simple shapes on normalized coordinates (x, y in [-1, 1], x to the
 image right, y down), so it exists at any resolution (32 to 1024 px) and is a pure function of
 ``(seed, index, size)``; the anatomy and the labels do not even depend on ``size``.
@@ -894,11 +915,11 @@ def _clutter(Y: np.ndarray, X: np.ndarray, d: _Draws) -> np.ndarray:
         dist = np.sqrt(np.square(Y - _col(cy)) + np.square(X - _col(cx)))
         out += 0.4 * _ramp(1.0 - np.abs(dist - 0.04) / np.maximum(0.012, pixel))
         course = _col(cx) + 0.05 * np.sin(Y * 4.0 + _col(d.p(f"lead{k}_wave")))
-        beyond = np.where(top[:, None, None], Y < _col(cy) - 0.04, Y > _col(cy) + 0.04)
+        beyond = np.where(top[:, None, None], _col(cy) - 0.04 > Y, _col(cy) + 0.04 < Y)
         out += 0.3 * beyond * _ramp(1.0 - np.abs(X - course) / np.maximum(0.008, pixel))
     # a nasogastric tube down the mediastinum
     course = _col(d.p("tube_x")) + 0.02 * np.sin(Y * 3.0 + _col(d.p("tube_phase")))
-    present = (d.p("tube_on") < 0.7)[:, None, None] & (Y < _col(d.p("tube_end")))
+    present = (d.p("tube_on") < 0.7)[:, None, None] & (_col(d.p("tube_end")) > Y)
     out += 0.3 * present * _ramp(1.0 - np.abs(X - course) / np.maximum(0.012, pixel))
     return out.astype(np.float32, copy=False)
 
