@@ -205,7 +205,8 @@ def generate(
         start: index of the first image: ``generate(50, s, seed)`` and
             ``generate(50, s, seed, start=50)`` concatenated equal ``generate(100, s, seed)``.
         spec: generator knobs (:class:`PhantomSpec`).
-        **options: :class:`PhantomSpec` fields overriding ``spec`` (e.g. ``finding_prob=0.5``).
+        **options: :class:`PhantomSpec` fields overriding ``spec`` (e.g. ``variant="classic"``,
+            ``finding_prob=0.5``); the default variant is the benchmark phantom.
 
     Returns:
         Columns keyed by :mod:`medmask.data.columns`: ``id`` and ``patient_id`` (str, one
