@@ -132,7 +132,7 @@ class CNNResult:
     findings_auc: float  # mean ROC AUC over the findings
     confusion: np.ndarray  # [true class, predicted class] counts on the test set
     train_s: float  # wall-clock seconds of training
-    train_cpu_s: float  # CPU seconds of training (all threads): / threads = idle-machine wall
+    train_cpu_s: float  # CPU seconds of training, all threads (spin-waits included)
     epochs: int
 
 
@@ -233,8 +233,8 @@ def main() -> None:
     print(f"4-layer CNN ({cnn.epochs} epochs):                   accuracy {cnn.accuracy:.3f}, "
           f"findings mean AUC {cnn.findings_auc:.3f}")
     print(f"CNN training: {cnn.train_s:.1f} s wall, {cnn.train_cpu_s:.1f} CPU-s on "
-          f"{args.threads} threads (load average {os.getloadavg()[0]:.1f}; on an idle machine "
-          f"wall ~ CPU-s / threads)")
+          f"{args.threads} threads (load average {os.getloadavg()[0]:.1f}: on a shared machine "
+          f"both grow with the load)")
     print("confusion (rows: true Normal, COVID, Lung_Opacity, Viral Pneumonia; columns: "
           "predicted):")
     print(cnn.confusion)
