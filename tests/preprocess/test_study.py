@@ -64,24 +64,28 @@ def test_every_data_config_passes_only_adapter_options(path):
     assert "root" in cfg and set(PIPELINE_KEYS) & set(cfg) >= {"name", "root", "size"}
 
 
-def test_phantom_splits_are_consecutive_ranges_of_one_seed(ray_session):
+@pytest.mark.parametrize("variant", [None, "classic"])
+def test_phantom_splits_are_consecutive_ranges_of_one_seed(ray_session, variant):
     from medmask.data import phantom
 
     data = {"name": "phantom", "n": 99, "size": 32, "chunk": 3, "n_train": 5, "n_val": 2,
             "n_test": 4}
-    splits = study_splits(data, seed=7)
+    options = {} if variant is None else {"variant": variant}  # None: the default, benchmark
+    splits = study_splits({**data, **options}, seed=7)
     assert list(splits) == ["train", "val", "test"]
     start = 0
     for split, dataset in splits.items():
         rows = sorted(dataset.take_all(), key=lambda r: r[C.ID])  # Ray Data may reorder
         n = data[f"n_{split}"]
-        expected = phantom.generate(n, 32, seed=7, start=start)
+        expected = phantom.generate(n, 32, seed=7, start=start, **options)
         order = np.argsort(expected[C.ID])
         assert [r[C.ID] for r in rows] == list(np.asarray(expected[C.ID])[order])
         for key in (C.IMAGE, C.LABEL, C.LESION):
             np.testing.assert_array_equal(np.stack([r[key] for r in rows]),
                                           np.asarray(expected[key])[order])
         start += n
+    with pytest.raises(ValueError, match="valid variants: benchmark, classic, confounded"):
+        study_splits({**data, "variant": "fancy"}, seed=7)
 
 
 def test_covid_radiography_through_study_splits(ray_session, tmp_path):

@@ -1,5 +1,26 @@
 """Procedural frontal (PA) chest X-ray phantoms: medmask's embedded default dataset.
 
+Three variants (``generate(..., variant=...)``, ``data.variant`` in Hydra):
+
+- ``"benchmark"`` (the default, issue 11): a benchmark for masked image modeling. The lungs
+  cover a realistic share of the image (valid fraction, the share of patches overlapping the
+  lungs, ~0.63 at 224 px / 16-px patches and ~0.57 at 64 px / 4-px patches). Every image, of
+  every class, carries the same extra density at 1-3 sites drawn from one distribution over
+  the lungs; the class decides only its texture and shape (Normal: a smooth, featureless
+  summation shadow, not a lesion; COVID: patchy ground-glass mottling; Lung_Opacity: compact
+  homogeneous opacities with sharp margins; Viral Pneumonia: a reticular net), so neither
+  where nor how much density there is gives the class away (a logistic regression on the
+  patch means is near chance). Outside the lungs, class-irrelevant high-entropy clutter:
+  background texture (a noise field and an oriented weave), collimation edges, a lead marker
+  and a digit stamp, ECG electrodes and leads, a nasogastric tube. The five findings keep the
+  classic signatures below, each with probability 0.3, independent of the class.
+- ``"classic"``: the original phantom, described in the rest of this docstring (class lesions
+  that differ in location and amount of density: a linear shortcut; findings 0.15 each).
+- ``"confounded"``: the benchmark phantom whose findings mimic the classes (Edema drawn as the
+  viral reticulation around the hila, Consolidation as an upper-zone compact opacity,
+  Effusion and Atelectasis as basal ground-glass mottling); images without those findings are
+  identical to the benchmark's.
+
 Each phantom is drawn from simple shapes on normalized coordinates (x, y in [-1, 1], x to the
 image right, y down), so it exists at any resolution (32 to 1024 px) and is a pure function of
 ``(seed, index, size)``; the anatomy and the labels do not even depend on ``size``.
@@ -58,6 +79,9 @@ NUM_CLASSES = len(C.COVID_CLASSES)
 NORMAL, COVID, LUNG_OPACITY, VIRAL_PNEUMONIA = range(NUM_CLASSES)
 ATELECTASIS, CARDIOMEGALY, CONSOLIDATION, EDEMA, EFFUSION = range(len(C.PHANTOM_FINDINGS))
 SOURCE_NAME = "phantom"
+BENCHMARK, CLASSIC, CONFOUNDED = "benchmark", "classic", "confounded"
+VARIANTS = (BENCHMARK, CLASSIC, CONFOUNDED)
+DEFAULT_VARIANT = BENCHMARK
 _PIXELS_PER_CHUNK = 1 << 21  # bounds memory: ~8 MB per float32 [chunk, H, W] array
 _TEXTURE_SIDES = (12, 20, 48)  # low-res noise fields: patches, vessels, reticulation
 _RIBS = 9
@@ -88,9 +112,25 @@ _PARAMS: dict[str, tuple[float, float]] = {
     "dwell_lung": (0.5, 1.0), "dwell_heart": (0.3, 0.7), "dwell_lesion": (1.2, 2.0),
     **{f"jitter{k}": (-0.08, 0.08) for k in range(14)},
 }
-_PARAM_INDEX = {name: k for k, name in enumerate(_PARAMS)}
-_PARAM_LO = np.array([lo for lo, _ in _PARAMS.values()], np.float32)
-_PARAM_SPAN = np.array([hi - lo for lo, hi in _PARAMS.values()], np.float32)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A variant's named per-image parameters: index, lower bound and span of each."""
+
+    index: dict[str, int]
+    lo: np.ndarray
+    span: np.ndarray
+
+    @classmethod
+    def of(cls, params: dict[str, tuple[float, float]]) -> _Table:
+        return cls({name: k for k, name in enumerate(params)},
+                   np.array([lo for lo, _ in params.values()], np.float32),
+                   np.array([hi - lo for lo, hi in params.values()], np.float32))
+
+
+_CLASSIC = _Table.of(_PARAMS)
+_CLASSIC_KEY = 0x9C7A  # the per-image generator's stream key
 
 
 @dataclass(frozen=True)
@@ -101,26 +141,39 @@ class PhantomSpec:
         class_probs: probabilities of the four classes in ``COVID_CLASSES`` order, each label an
             independent seeded draw; ``None`` (default): exactly balanced seeded permutations
             of the four classes over every aligned block of 4 indices.
-        finding_prob: probability of each of the five multi-label findings (independent).
+        variant: ``"benchmark"`` (default), ``"classic"`` or ``"confounded"`` (module doc).
+        finding_prob: probability of each of the five multi-label findings (independent);
+            ``None``: the variant's default, 0.15 for ``classic`` and 0.3 otherwise.
         noise: standard deviation of the quantum noise (before per-image variation x0.7-1.3).
         lesion_strength: multiplier of every class lesion's and finding's density.
         chunk: the most images drawn per vectorized step (fewer at large sizes, memory-bound).
     """
 
+    variant: str = DEFAULT_VARIANT
     class_probs: tuple[float, float, float, float] | None = None
-    finding_prob: float = 0.15
+    finding_prob: float | None = None
     noise: float = 0.02
     lesion_strength: float = 1.0
     chunk: int = 32
 
+    @property
+    def finding_probability(self) -> float:
+        """``finding_prob``, or the variant's default (classic 0.15, the others 0.3)."""
+        if self.finding_prob is not None:
+            return float(self.finding_prob)
+        return 0.15 if self.variant == CLASSIC else 0.3
+
     def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown phantom variant {self.variant!r}; valid variants: "
+                             f"{', '.join(VARIANTS)}")
         if self.class_probs is not None:
             probs = np.asarray(self.class_probs, dtype=float)
             if (probs.shape != (NUM_CLASSES,) or (probs < 0).any()
                     or not np.isclose(probs.sum(), 1.0)):
                 raise ValueError(f"class_probs must be {NUM_CLASSES} non-negative numbers "
                                  f"summing to 1, got {self.class_probs!r}")
-        if not 0.0 <= self.finding_prob <= 1.0:
+        if self.finding_prob is not None and not 0.0 <= self.finding_prob <= 1.0:
             raise ValueError(f"finding_prob must be in [0, 1], got {self.finding_prob!r}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise!r}")
@@ -153,7 +206,8 @@ def generate(
         start: index of the first image: ``generate(50, s, seed)`` and
             ``generate(50, s, seed, start=50)`` concatenated equal ``generate(100, s, seed)``.
         spec: generator knobs (:class:`PhantomSpec`).
-        **options: :class:`PhantomSpec` fields overriding ``spec`` (e.g. ``finding_prob=0.5``).
+        **options: :class:`PhantomSpec` fields overriding ``spec`` (e.g. ``variant="classic"``,
+            ``finding_prob=0.5``); the default variant is the benchmark phantom.
 
     Returns:
         Columns keyed by :mod:`medmask.columns`: ``id`` and ``patient_id`` (str, one
@@ -175,7 +229,8 @@ def generate(
     n, seed, start = _check_int("n", n, 0), _check_int("seed", seed), _check_int("start", start, 0)
     size = _check_int("size", size, MIN_SIZE, MAX_SIZE)
     chunk = max(1, min(int(spec.chunk), _PIXELS_PER_CHUNK // (size * size)))
-    parts = [_generate_chunk(idx, size, seed, spec) for idx in _chunks(start, max(n, 1), chunk)]
+    make = _generate_chunk if spec.variant == CLASSIC else _generate_benchmark_chunk
+    parts = [make(idx, size, seed, spec) for idx in _chunks(start, max(n, 1), chunk)]
     out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     return out if n else {key: value[:0] for key, value in out.items()}
 
@@ -204,30 +259,32 @@ def _chunks(start: int, n: int, chunk: int) -> Iterator[np.ndarray]:
 class _Draws:
     """Every random number of a chunk; ``p(name)`` is parameter ``name`` in its range, [B]."""
 
-    u: np.ndarray  # [B, len(_PARAMS)] uniforms
-    textures: list[np.ndarray]  # per side t in _TEXTURE_SIDES: [B, t, t] standard normal
+    u: np.ndarray  # [B, number of parameters] uniforms
+    textures: list[np.ndarray]  # per side t of the variant's fields: [B, t, t] standard normal
     noise: np.ndarray | None  # [B, H, W], zero mean, unit variance
+    table: _Table = _CLASSIC
 
     def p(self, name: str) -> np.ndarray:
-        k = _PARAM_INDEX[name]
-        return _PARAM_LO[k] + _PARAM_SPAN[k] * self.u[:, k]
+        k = self.table.index[name]
+        return self.table.lo[k] + self.table.span[k] * self.u[:, k]
 
     def take(self, rows: np.ndarray) -> _Draws:
         """The draws of a subset of the chunk's images (without the pixel noise)."""
-        return _Draws(self.u[rows], [t[rows] for t in self.textures], None)
+        return _Draws(self.u[rows], [t[rows] for t in self.textures], None, self.table)
 
 
 _BYTE_NOISE_STD = np.float32(np.sqrt(2 * (256**2 - 1) / 12))
 
 
-def _draws(indices: np.ndarray, size: int, seed: int) -> _Draws:
-    b = len(indices)
-    u = np.empty((b, len(_PARAMS)), np.float32)
-    textures = [np.empty((b, t, t), np.float32) for t in _TEXTURE_SIDES]
+def _draws(indices: np.ndarray, size: int, seed: int, table: _Table = _CLASSIC,
+           sides: tuple[int, ...] = _TEXTURE_SIDES, key: int = _CLASSIC_KEY) -> _Draws:
+    b, count = len(indices), len(table.index)
+    u = np.empty((b, count), np.float32)
+    textures = [np.empty((b, t, t), np.float32) for t in sides]
     noise = np.empty((b, size, size), np.float32)
     for row, index in enumerate(indices):  # random draws only; the pixel work is batched
-        rng = np.random.default_rng([seed % 2**64, int(index), 0x9C7A])
-        u[row] = rng.random(len(_PARAMS), dtype=np.float32)  # size-independent draws first
+        rng = np.random.default_rng([seed % 2**64, int(index), key])
+        u[row] = rng.random(count, dtype=np.float32)  # size-independent draws first
         for field in textures:
             field[row] = rng.standard_normal(field.shape[1:], dtype=np.float32)
         # Quantum noise: the sum of two uniform bytes (triangular, near-Gaussian), centred and
@@ -236,7 +293,7 @@ def _draws(indices: np.ndarray, size: int, seed: int) -> _Draws:
         np.add(pair[0], pair[1], out=noise[row], dtype=np.float32)
     noise -= np.float32(255.0)
     noise /= _BYTE_NOISE_STD
-    return _Draws(u, textures, noise)
+    return _Draws(u, textures, noise, table)
 
 
 def _class_labels(indices: np.ndarray, seed: int, draws: _Draws,
@@ -342,16 +399,31 @@ def _lung(Y: np.ndarray, X: np.ndarray, d: _Draws, side: float, base: np.ndarray
     return _Lung(inside, air, lateral, np.float32(side) * cx, base)
 
 
-def _generate_chunk(indices: np.ndarray, size: int, seed: int,
-                    spec: PhantomSpec) -> dict[str, np.ndarray]:
-    b = len(indices)
-    d = _draws(indices, size, seed)
-    label = _class_labels(indices, seed, d, spec)
-    findings = np.stack([d.p(f"finding_u{k}") < spec.finding_prob for k in range(5)], axis=1)
-    axis = ((np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
-    Y, X = axis[None, :, None], axis[None, None, :]
+@dataclass
+class _Anatomy:
+    """A chunk's anatomy: the organ map, the radiograph before lesions, and the shapes the
+    lesions, findings and gaze are placed on."""
 
-    # --- anatomy: lungs (1 image-left, 2 image-right), heart, body --------------------------
+    organs: np.ndarray  # uint8 [B, H, W]
+    lungs: np.ndarray  # bool [B, H, W]: organ map 1 or 2 (the heart painted over them)
+    image: np.ndarray  # float32 [B, H, W] attenuation before lesions, exposure and noise
+    right: _Lung
+    left: _Lung
+    vessels: np.ndarray  # [B, H, W] smooth field whose zero set draws the vessel markings
+    heart_cy: np.ndarray  # [B]
+    heart_cx: np.ndarray  # [B]
+    atelectasis_side: np.ndarray  # [B] -1 (right lung) or +1 (left lung)
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalized pixel-centre coordinates: Y [1, H, 1] and X [1, 1, W] in (-1, 1)."""
+    axis = ((np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
+    return axis[None, :, None], axis[None, None, :]
+
+
+def _anatomy(Y: np.ndarray, X: np.ndarray, d: _Draws, findings: np.ndarray) -> _Anatomy:
+    """Lungs (1 image-left, 2 image-right), heart, body, bones and vessel markings."""
+    b, size = len(findings), Y.shape[1]
     left_base = d.p("lung_base")
     right_base = left_base - d.p("right_raise")  # the liver lifts the right hemidiaphragm
     atelectasis_side = np.where(d.p("atel_side") < 0.5, -1.0, 1.0).astype(np.float32)
@@ -390,23 +462,21 @@ def _generate_chunk(indices: np.ndarray, size: int, seed: int,
     image -= air * (_col(d.p("air")) - np.float32(0.10) * markings)
     bone = np.float32(0.08) * _ribs(Y, X, d) * (0.4 + 0.6 * air) + 0.12 * _clavicles(Y, X, d)
     image += body * bone
+    return _Anatomy(organs, lungs, image, right, left, vessels, heart_cy, heart_cx,
+                    atelectasis_side)
 
-    # --- class lesions (lesion mask) and findings (drawn only) -------------------------------
-    class_density = _class_lesions(Y, X, d, label, right, left, size) * lungs
-    finding_density = _findings(Y, X, d, findings, right, left, vessels, atelectasis_side)
-    finding_density *= right.inside | left.inside
-    image += np.float32(spec.lesion_strength) * (class_density + finding_density)
-    lesion = (class_density > 0.04).astype(np.uint8)
 
-    # --- exposure and noise --------------------------------------------------------------------
+def _expose(image: np.ndarray, X: np.ndarray, d: _Draws, spec: PhantomSpec) -> np.ndarray:
+    """Exposure (gamma, contrast, brightness, heel effect) and quantum noise, clipped to [0, 1]."""
     image = _ramp(image) ** _col(d.p("gamma"))
     image = (image - 0.4) * _col(d.p("contrast")) + (0.4 + _col(d.p("brightness")))
     image += _col(d.p("heel")) * X + (np.float32(spec.noise) * _col(d.p("noise"))) * d.noise
-    image = _ramp(image).astype(np.float32, copy=False)
+    return _ramp(image).astype(np.float32, copy=False)
 
-    sites = _class_sites(d, label, right, left) + _finding_sites(d, findings, right, left,
-                                                                 atelectasis_side)
-    gaze = _gaze(Y, X, d, right, left, heart_cy, heart_cx, sites)
+
+def _columns(indices: np.ndarray, seed: int, image: np.ndarray, organs: np.ndarray,
+             lesion: np.ndarray, gaze: np.ndarray, label: np.ndarray,
+             findings: np.ndarray) -> dict[str, np.ndarray]:
     ids = phantom_ids(indices, seed)
     return {
         C.ID: ids,
@@ -418,8 +488,34 @@ def _generate_chunk(indices: np.ndarray, size: int, seed: int,
         C.LABEL: label,
         C.LABEL_NAME: np.array([C.COVID_CLASSES[k] for k in label], dtype=object),
         C.LABELS: findings.astype(np.float32),
-        C.SOURCE: np.array([SOURCE_NAME] * b, dtype=object),
+        C.SOURCE: np.array([SOURCE_NAME] * len(indices), dtype=object),
     }
+
+
+def _generate_chunk(indices: np.ndarray, size: int, seed: int,
+                    spec: PhantomSpec) -> dict[str, np.ndarray]:
+    """The classic phantom (``variant="classic"``)."""
+    d = _draws(indices, size, seed)
+    label = _class_labels(indices, seed, d, spec)
+    findings = np.stack([d.p(f"finding_u{k}") < spec.finding_probability for k in range(5)],
+                        axis=1)
+    Y, X = _grid(size)
+    body = _anatomy(Y, X, d, findings)
+    right, left = body.right, body.left
+
+    # --- class lesions (lesion mask) and findings (drawn only) -------------------------------
+    class_density = _class_lesions(Y, X, d, label, right, left, size) * body.lungs
+    finding_density = _findings(Y, X, d, findings, right, left, body.vessels,
+                                body.atelectasis_side)
+    finding_density *= right.inside | left.inside
+    image = body.image + np.float32(spec.lesion_strength) * (class_density + finding_density)
+    lesion = (class_density > 0.04).astype(np.uint8)
+    image = _expose(image, X, d, spec)
+
+    sites = _class_sites(d, label, right, left) + _finding_sites(d, findings, right, left,
+                                                                 body.atelectasis_side)
+    gaze = _gaze(Y, X, d, right, left, body.heart_cy, body.heart_cx, sites)
+    return _columns(indices, seed, image, body.organs, lesion, gaze, label, findings)
 
 
 def _ribs(Y: np.ndarray, X: np.ndarray, d: _Draws) -> np.ndarray:
@@ -600,3 +696,242 @@ def _gaze(Y: np.ndarray, X: np.ndarray, d: _Draws, right: _Lung, left: _Lung,
                              * _gauss(X, cx[active], _GAZE_SIGMA))
     gaze /= np.maximum(gaze.max(axis=(1, 2), keepdims=True), _EPS)
     return gaze
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark phantom (variants "benchmark" and "confounded")
+
+_BENCH_SITES = 3  # class-lesion sites per image: the first always, the others half the time
+_BENCH_SIDES = (12, 20, 32, 28, 40)  # fields: spare, vessels, mottle, reticulation, clutter
+_MOTTLE, _NET, _CLUTTER = 2, 3, 4  # indices into the benchmark's textures
+_BENCH_KEY = 0xBE4C
+_BENCH_PARAMS: dict[str, tuple[float, float]] = {
+    "class_u": (0, 1), **{f"finding_u{k}": (0, 1) for k in range(5)},
+    # anatomy: the classic shapes with larger lungs (valid fraction ~0.6)
+    "body_w": (0.93, 0.99), "body_cy": (0.04, 0.14), "tissue": (0.46, 0.56),
+    "lung_cx": (0.46, 0.51), "lung_rx": (0.38, 0.43), "lung_top": (-0.90, -0.80),
+    "lung_base": (0.62, 0.76), "dome": (0.08, 0.14), "right_raise": (0.02, 0.06),
+    "air": (0.35, 0.43), "heart_cx": (0.10, 0.15), "heart_drop": (0.30, 0.36),
+    "heart_rx": (0.30, 0.35), "heart_ry": (0.25, 0.29), "heart_big": (1.25, 1.40),
+    "rib_shift": (0.0, 1.0), "rib_curve": (0.42, 0.58), "clavicle_y": (-0.80, -0.70),
+    "gamma": (0.85, 1.18), "contrast": (0.85, 1.15), "brightness": (-0.05, 0.05),
+    "heel": (-0.04, 0.04), "noise": (0.7, 1.3),
+    # findings (the classic signatures)
+    "atel_side": (0, 1), "atel_y": (0.68, 0.85), "atel_slope": (-0.25, 0.25),
+    "cons_side": (0, 1), "cons_fissure": (0.30, 0.45),
+    "effusion_side": (0, 1), "effusion_level": (0.14, 0.26),
+    "edema_strength": (0.8, 1.2),
+    "dwell_lung": (0.5, 1.0), "dwell_heart": (0.3, 0.7), "dwell_lesion": (1.2, 2.0),
+    **{f"jitter{k}": (-0.08, 0.08) for k in range(14)},
+    # class-lesion sites: lung, lateral / vertical lung coordinate, radius, presence
+    **{f"site{k}_{name}": bounds for k in range(_BENCH_SITES) for name, bounds in (
+        ("side", (0, 1)), ("lateral", (-0.25, 0.70)), ("vertical", (-0.70, 0.60)),
+        ("radius", (0.14, 0.20)), ("on", (0, 1)))},
+    "lesion_amp": (0.85, 1.15),
+    # clutter outside the lungs
+    "coll_left": (0.0, 0.08), "coll_right": (0.0, 0.08), "coll_top": (0.0, 0.06),
+    "coll_bottom": (0.0, 0.10), "coll_angle": (-0.04, 0.04), "coll_level": (0.25, 0.45),
+    "bg_amp": (0.04, 0.09), "weave_f": (5.0, 9.0), "weave_theta": (0.0, np.pi),
+    "weave_phase": (0.0, 2 * np.pi), "weave_amp": (0.01, 0.04),
+    "marker_corner": (0, 1), "marker_char": (0, 1), "marker_size": (0.10, 0.14),
+    "marker_x": (0.02, 0.08), "stamp_corner": (0, 1), "stamp_size": (0.06, 0.08),
+    **{f"stamp_d{k}": (0, 1) for k in range(6)},
+    **{f"lead{k}_{name}": bounds for k in range(3) for name, bounds in (
+        ("x", (-0.85, 0.85)), ("top", (0, 1)), ("y", (0, 1)), ("wave", (0, 2 * np.pi)))},
+    "tube_on": (0, 1), "tube_x": (-0.03, 0.06), "tube_end": (0.30, 0.80),
+    "tube_phase": (0, 2 * np.pi),
+}
+_BENCH = _Table.of(_BENCH_PARAMS)
+_LESION_AMPLITUDE = np.float32(0.2)  # peak density of the Normal pattern at one site
+_MASS_CAP = np.float32(4.0)  # the most a pattern is scaled up to match the reference mass
+
+# 3 x 5 bitmap font of the markers: digits 0-9, then L and R (rows top to bottom)
+_FONT_ROWS = ("111 101 101 101 111", "010 110 010 010 111", "111 001 111 100 111",
+              "111 001 111 001 111", "101 101 111 001 001", "111 100 111 001 111",
+              "111 100 111 101 111", "111 001 010 010 010", "111 101 111 101 111",
+              "111 101 111 001 111", "100 100 100 100 111", "110 101 110 101 101")
+_FONT = np.array([[[c == "1" for c in row] for row in glyph.split()] for glyph in _FONT_ROWS])
+_GLYPH_L, _GLYPH_R = 10, 11
+
+
+def _generate_benchmark_chunk(indices: np.ndarray, size: int, seed: int,
+                              spec: PhantomSpec) -> dict[str, np.ndarray]:
+    """The benchmark phantom (``variant="benchmark"`` or ``"confounded"``)."""
+    d = _draws(indices, size, seed, _BENCH, _BENCH_SIDES, _BENCH_KEY)
+    label = _class_labels(indices, seed, d, spec)
+    findings = np.stack([d.p(f"finding_u{k}") < spec.finding_probability for k in range(5)],
+                        axis=1)
+    Y, X = _grid(size)
+    body = _anatomy(Y, X, d, findings)
+    right, left, lungs = body.right, body.left, body.lungs
+    sites = _lesion_sites(d, right, left)
+    class_density = np.zeros_like(body.image)
+    for kind in range(NUM_CLASSES):
+        rows = _rows_where(label == kind)
+        if len(rows):
+            class_density[rows] = _site_pattern(kind, Y, X, d.take(rows), lungs[rows],
+                                                *(s[rows] for s in sites))
+    if spec.variant == CONFOUNDED:
+        finding_density = _mimicking_findings(Y, X, d, findings, body)
+    else:
+        finding_density = _findings(Y, X, d, findings, right, left, body.vessels,
+                                    body.atelectasis_side)
+    finding_density *= right.inside | left.inside
+    image = body.image + np.float32(spec.lesion_strength) * (class_density + finding_density)
+    image += _clutter(Y, X, d) * ~lungs
+    lesion = ((class_density > 0.04) & (label != NORMAL)[:, None, None]).astype(np.uint8)
+    image = _expose(image, X, d, spec)
+
+    cy, cx, _, on = sites
+    gaze_sites = [(cy[:, k], cx[:, k], on[:, k]) for k in range(_BENCH_SITES)]
+    gaze_sites += _finding_sites(d, findings, right, left, body.atelectasis_side)
+    gaze = _gaze(Y, X, d, right, left, body.heart_cy, body.heart_cx, gaze_sites)
+    return _columns(indices, seed, image, body.organs, lesion, gaze, label, findings)
+
+
+def _lesion_sites(d: _Draws, right: _Lung, left: _Lung) -> tuple[np.ndarray, ...]:
+    """(cy, cx, radius, present), each [B, sites]: the class-lesion sites, one distribution for
+    every class (uniform lung and coordinates within the lung, away from the heart)."""
+    cy, cx, radius, on = [], [], [], []
+    for k in range(_BENCH_SITES):
+        on_right = d.p(f"site{k}_side") < 0.5
+        base = np.where(on_right, right.base, left.base)
+        top = d.p("lung_top")
+        half = (base - top) / 2
+        side = np.where(on_right, -1.0, 1.0).astype(np.float32)
+        centre = np.where(on_right, right.cx, left.cx)
+        cy.append(top + half * (1.0 + d.p(f"site{k}_vertical")))
+        cx.append(centre + side * d.p(f"site{k}_lateral") * d.p("lung_rx"))
+        radius.append(d.p(f"site{k}_radius"))
+        on.append(d.p(f"site{k}_on") < 0.5 if k else np.ones(len(on_right), bool))
+    return tuple(np.stack(v, axis=1).astype(dtype) for v, dtype in (
+        (cy, np.float32), (cx, np.float32), (radius, np.float32), (on, bool)))
+
+
+def _site_pattern(kind: int, Y: np.ndarray, X: np.ndarray, d: _Draws, lungs: np.ndarray,
+                  cy: np.ndarray, cx: np.ndarray, radius: np.ndarray,
+                  on: np.ndarray) -> np.ndarray:
+    """Density [b, H, W] of a class pattern at the sites [b, S], inside ``lungs``.
+
+    Every pattern is scaled to the lung-masked mass of the Normal pattern at the same sites
+    (capped at x4), so the classes differ in texture and shape, not in how much density they
+    add or where: Normal a smooth, featureless summation shadow (no lesion); COVID patchy
+    ground-glass mottling; Lung_Opacity a compact, homogeneous consolidation with a sharp
+    margin; Viral Pneumonia a reticular (net-like) interstitial pattern.
+    """
+    size = Y.shape[1]
+    smooth = np.zeros((len(cy), size, size), np.float32)
+    compact = np.zeros_like(smooth) if kind == LUNG_OPACITY else None
+    for k in range(cy.shape[1]):
+        dist2 = ((np.square(Y - _col(cy[:, k])) + np.square(X - _col(cx[:, k])))
+                 / _col(np.square(radius[:, k])))
+        weight = _col(on[:, k].astype(np.float32))
+        smooth += weight * np.exp(np.float32(-1.6) * dist2)
+        if compact is not None:
+            compact += weight * _ramp((np.float32(0.45) - dist2) * np.float32(8.0))
+    smooth *= lungs
+    if kind == NORMAL:
+        pattern = smooth
+    elif kind == COVID:
+        pattern = smooth * _smoothstep(0.5 + 1.0 * _field(d.textures[_MOTTLE], size))
+    elif kind == LUNG_OPACITY:
+        pattern = np.minimum(compact, 1.0) * lungs
+    else:
+        pattern = smooth * np.exp(-np.square(_field(d.textures[_NET], size) * 3.0))
+    reference = smooth.sum(axis=(1, 2))
+    mass = np.maximum(pattern.sum(axis=(1, 2)), _EPS)
+    scale = np.minimum(reference / mass, _MASS_CAP) * _LESION_AMPLITUDE * d.p("lesion_amp")
+    return pattern * _col(scale)
+
+
+def _mimicking_findings(Y: np.ndarray, X: np.ndarray, d: _Draws, findings: np.ndarray,
+                        body: _Anatomy) -> np.ndarray:
+    """The ``confounded`` variant's findings: drawn with the class patterns (Edema as the
+    viral reticulation around the hila, Consolidation as an upper-zone opacity, Effusion and
+    Atelectasis as basal COVID-like mottling); Cardiomegaly stays the heart's size."""
+    right, left = body.right, body.left
+    size = Y.shape[1]
+    density = np.zeros((len(findings), size, size), np.float32)
+    on_right_cons = d.p("cons_side") < 0.5
+    on_right_effusion = d.p("effusion_side") < 0.5
+    atel_right = body.atelectasis_side < 0
+    mimics = [  # finding, class pattern, [(cy [B], cx [B], radius)]
+        (EDEMA, VIRAL_PNEUMONIA, [(_zone(d, 0.55), right.cx + 0.1, 0.26),
+                                  (_zone(d, 0.55), left.cx - 0.1, 0.26)]),
+        (CONSOLIDATION, LUNG_OPACITY,
+         [(_zone(d, 0.25), np.where(on_right_cons, right.cx, left.cx), 0.24)]),
+        (EFFUSION, COVID, [(np.where(on_right_effusion, right.base, left.base) - 0.12,
+                            np.where(on_right_effusion, right.cx, left.cx), 0.24)]),
+        (ATELECTASIS, COVID, [(_zone(d, d.p("atel_y")),
+                               np.where(atel_right, right.cx, left.cx), 0.20)]),
+    ]
+    for finding, kind, places in mimics:
+        rows = _rows_where(findings[:, finding])
+        if not len(rows):
+            continue
+        cy = np.stack([np.asarray(cy, np.float32)[rows] for cy, _, _ in places], axis=1)
+        cx = np.stack([np.asarray(cx, np.float32)[rows] for _, cx, _ in places], axis=1)
+        radius = np.stack([np.full(len(rows), r, np.float32) for _, _, r in places], axis=1)
+        density[rows] += _site_pattern(kind, Y, X, d.take(rows), body.lungs[rows], cy, cx,
+                                       radius, np.ones(cy.shape, bool))
+    return density
+
+
+def _clutter(Y: np.ndarray, X: np.ndarray, d: _Draws) -> np.ndarray:
+    """Class-irrelevant, high-entropy content [B, H, W] (the caller keeps it off the lungs):
+    background texture (a noise field and an oriented weave), collimation edges, a lead
+    marker (L or R) and a digit stamp, ECG electrodes with their leads, a nasogastric tube."""
+    size = Y.shape[1]
+    pixel = np.float32(2.0 / size)  # one pixel in normalized units
+    theta = d.p("weave_theta")
+    along = X * _col(np.cos(theta)) + Y * _col(np.sin(theta))
+    out = _col(d.p("bg_amp")) * _field(d.textures[_CLUTTER], size)
+    out += _col(d.p("weave_amp")) * np.sin(along * _col(2 * np.pi * d.p("weave_f"))
+                                           + _col(d.p("weave_phase")))
+    # collimation: outside a slightly rotated exposure field the film is under-exposed (bright)
+    angle = d.p("coll_angle")
+    u = X * _col(np.cos(angle)) + Y * _col(np.sin(angle))
+    v = Y * _col(np.cos(angle)) - X * _col(np.sin(angle))
+    exposed = ((u > _col(d.p("coll_left") - 1.0)) & (u < _col(1.0 - d.p("coll_right")))
+               & (v > _col(d.p("coll_top") - 1.0)) & (v < _col(1.0 - d.p("coll_bottom"))))
+    out += _col(d.p("coll_level")) * ~exposed
+    # text: a lead marker in a top corner, a 6-digit stamp in a bottom corner
+    right_corner = d.p("marker_corner") < 0.5
+    marker_cell = d.p("marker_size") / 5
+    marker_x = np.where(right_corner, 1.0 - d.p("marker_x") - 3 * marker_cell,
+                        d.p("marker_x") - 1.0)
+    glyph = np.where(d.p("marker_char") < 0.5, _GLYPH_L, _GLYPH_R)[:, None]
+    out += 0.45 * _text(Y, X, np.full_like(marker_x, -0.97), marker_x, marker_cell, glyph)
+    stamp_cell = d.p("stamp_size") / 5
+    digits = np.stack([np.minimum((d.p(f"stamp_d{k}") * 10).astype(int), 9)
+                       for k in range(6)], axis=1)
+    stamp_x = np.where(d.p("stamp_corner") < 0.5, 0.96 - 23 * stamp_cell, -0.96)
+    out += 0.35 * _text(Y, X, 0.96 - 5 * stamp_cell, stamp_x, stamp_cell, digits)
+    # ECG electrodes (rings) with leads running to the nearest top or bottom edge
+    for k in range(3):
+        top = d.p(f"lead{k}_top") < 0.5
+        cy = np.where(top, -0.95 + 0.06 * d.p(f"lead{k}_y"), 0.82 + 0.12 * d.p(f"lead{k}_y"))
+        cx = d.p(f"lead{k}_x")
+        dist = np.sqrt(np.square(Y - _col(cy)) + np.square(X - _col(cx)))
+        out += 0.4 * _ramp(1.0 - np.abs(dist - 0.04) / np.maximum(0.012, pixel))
+        course = _col(cx) + 0.05 * np.sin(Y * 4.0 + _col(d.p(f"lead{k}_wave")))
+        beyond = np.where(top[:, None, None], _col(cy) - 0.04 > Y, _col(cy) + 0.04 < Y)
+        out += 0.3 * beyond * _ramp(1.0 - np.abs(X - course) / np.maximum(0.008, pixel))
+    # a nasogastric tube down the mediastinum
+    course = _col(d.p("tube_x")) + 0.02 * np.sin(Y * 3.0 + _col(d.p("tube_phase")))
+    present = (d.p("tube_on") < 0.7)[:, None, None] & (_col(d.p("tube_end")) > Y)
+    out += 0.3 * present * _ramp(1.0 - np.abs(X - course) / np.maximum(0.012, pixel))
+    return out.astype(np.float32, copy=False)
+
+
+def _text(Y: np.ndarray, X: np.ndarray, y0: np.ndarray, x0: np.ndarray, cell: np.ndarray,
+          glyphs: np.ndarray) -> np.ndarray:
+    """[B, H, W] in {0, 1}: the strings ``glyphs`` [B, n] (indices into the 3 x 5 font) with
+    their top-left corners at (y0, x0) [B] and square cells of side ``cell`` [B]."""
+    row = np.floor((Y - _col(y0)) / _col(cell)).astype(np.int64)  # [B, H, 1]
+    col = np.floor((X - _col(x0)) / _col(cell)).astype(np.int64)  # [B, 1, W]
+    slot, within = col // 4, col % 4  # 3 columns per glyph, 1 blank between glyphs
+    inside = ((row >= 0) & (row < 5)) & ((col >= 0) & (slot < glyphs.shape[1]) & (within < 3))
+    chars = np.take_along_axis(glyphs, np.clip(slot[:, 0, :], 0, glyphs.shape[1] - 1), axis=1)
+    lit = _FONT[chars[:, None, :], np.clip(row, 0, 4), np.clip(within, 0, 2)]
+    return (lit & inside).astype(np.float32)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from medmask import columns as C
 from medmask.data.decode import DecodeImages
-from medmask.data.phantom import generate
+from medmask.data.phantom import PhantomSpec, generate
 from medmask.data.slices import DecodeSlices
 from medmask.keyed import image_keys, mask_seeds
 from medmask.masking import (
@@ -53,17 +53,24 @@ from medmask.segmentation import segment_lungs
 
 
 class GeneratePhantoms:
-    """Source stage: a batch of chunk start indices -> the phantoms of those chunks."""
+    """Source stage: a batch of chunk start indices -> the phantoms of those chunks.
 
-    def __init__(self, total: int, size: int, seed: int, chunk: int, start: int = 0) -> None:
+    ``variant``: the phantom variant (:data:`medmask.data.phantom.VARIANTS`); None: the
+    generator's default (the benchmark phantom).
+    """
+
+    def __init__(self, total: int, size: int, seed: int, chunk: int, start: int = 0,
+                 variant: str | None = None) -> None:
         self.total, self.size, self.seed, self.chunk = total, size, seed, chunk
-        self.start = start
+        self.start, self.variant = start, variant
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        options = {} if self.variant is None else {"variant": self.variant}
         parts = []
         for offset in np.asarray(batch["id"]).astype(int) * self.chunk:  # ray.data.range's id
             n = min(self.chunk, self.total - offset)
-            parts.append(generate(n, self.size, self.seed, start=int(self.start + offset)))
+            parts.append(generate(n, self.size, self.seed, start=int(self.start + offset),
+                                  **options))
         out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         out[C.IMAGE_KEY] = image_keys(out[C.ID])
         return out
@@ -183,15 +190,19 @@ def map_stage(dataset: Any, stage: Any, batch_size: int, *, num_cpus: float = 1.
 
 
 def phantom_dataset(n: int, size: int, seed: int, chunk: int = 32, start: int = 0, *,
-                    num_cpus: float = 1.0, concurrency: int | None = None) -> Any:
+                    variant: str | None = None, num_cpus: float = 1.0,
+                    concurrency: int | None = None) -> Any:
     """Phantoms ``start .. start + n - 1`` generated in parallel, one Ray task per chunk.
 
     ``ray.data.range`` gives one row per chunk; each task generates its chunk with
     :func:`medmask.data.phantom.generate` (image i depends only on ``(seed, start + i)``, so the
-    result does not depend on the chunking).
+    result does not depend on the chunking). ``variant``: ``"benchmark"``, ``"classic"`` or
+    ``"confounded"``; None: the generator's default (the benchmark phantom).
     """
     import ray.data
 
+    if variant is not None:
+        PhantomSpec(variant=variant)  # an unknown name fails here, listing the valid ones
     if n < 1:
         raise ValueError(f"the phantom dataset needs n >= 1 images, got {n}")
     if chunk < 1:
@@ -199,7 +210,7 @@ def phantom_dataset(n: int, size: int, seed: int, chunk: int = 32, start: int = 
     chunks = -(-n // chunk)
     use_all_cpus()
     return map_stage(ray.data.range(chunks, override_num_blocks=chunks),
-                     GeneratePhantoms(n, size, seed, chunk, start), 1,
+                     GeneratePhantoms(n, size, seed, chunk, start, variant), 1,
                      num_cpus=num_cpus, concurrency=concurrency)
 
 

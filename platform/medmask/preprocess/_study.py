@@ -4,7 +4,9 @@
 
 - ``data.name == "phantom"``: ``n_train``, ``n_val``, ``n_test`` phantoms of the study seed at
   ``size`` px, generated ``chunk`` at a time, the three splits disjoint consecutive index
-  ranges of that one seed ;
+  ranges of that one seed; an
+  optional ``variant`` picks the phantom (``benchmark`` by default, ``classic``,
+  ``confounded``: :mod:`medmask.data.phantom`);
 - any other name: the manifest of :func:`~medmask.data.manifest.load_manifest` (``root`` and
   every key not in :data:`PIPELINE_KEYS` are adapter options), split by patient
   (:func:`~medmask.data.splits.split_by_patient`, stratified by label where the dataset has
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 PHANTOM = "phantom"
 # data-config keys the pipeline reads; every other key is an adapter option of load_manifest
 PIPELINE_KEYS = ("name", "root", "size", "chunk", "on_bad_image", "limit", "split_fractions",
-                 "segment_organs", "n", "n_train", "n_val", "n_test")
+                 "segment_organs", "n", "n_train", "n_val", "n_test", "variant")
 PHANTOM_KEYS = ("size", "chunk", "n_train", "n_val", "n_test")
 STUDY_COLUMNS = (C.ID, C.PATIENT, C.IMAGE, C.IMAGE_KEY, C.LABEL, C.LABELS, C.ORGANS, C.LESION,
                  C.SPLIT, C.SOURCE)
@@ -108,8 +110,10 @@ def source_dataset(data: Mapping[str, Any], seed: int, *, batch_size: int = 32,
     adapter's manifest (``limit`` rows at most) decoded at ``size`` px.
     """
     if data.get("name") == PHANTOM:
+        variant = None if data.get("variant") is None else str(data["variant"])
         return phantom_dataset(int(data["n"]), int(data["size"]), seed, int(data["chunk"]),
-                               num_cpus=num_cpus, concurrency=concurrency), {}
+                               variant=variant, num_cpus=num_cpus,
+                               concurrency=concurrency), {}
     manifest = load_manifest(str(data["name"]), data.get("root"), **adapter_options(data))
     if data.get("limit"):
         manifest = manifest.head(int(data["limit"]))
@@ -182,10 +186,11 @@ def _phantom_splits(data: Mapping[str, Any], seed: int, *, num_cpus: float,
         raise ValueError(f"the phantom data config lacks {missing} (needs {list(PHANTOM_KEYS)})")
     sizes = {"train": int(data["n_train"]), "val": int(data["n_val"]),
              "test": int(data["n_test"])}
+    variant = None if data.get("variant") is None else str(data["variant"])
     datasets, start = {}, 0
     for split, n in sizes.items():
         datasets[split] = phantom_dataset(n, int(data["size"]), seed, int(data["chunk"]),
-                                          start=start, num_cpus=num_cpus,
+                                          start=start, variant=variant, num_cpus=num_cpus,
                                           concurrency=concurrency)
         start += n
     return datasets
