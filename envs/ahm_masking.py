@@ -1,16 +1,20 @@
-"""The AHM masking environment: one image in, one patch mask out, per-patch rewards back.
+"""The AHM masking environment: one image in, an ordered patch draw out, masked losses back.
 
-Source: AHM (IEEE TMI), sections III-IV and Algorithm 1. An episode is a single decision
-(the paper's t = 1 setting): the observation is one image X (C x H x W float32); the action is
-a binary vector over the patches of the consumer model's :class:`~medmask.masking.PatchGrid`
-(1 = masked); the frozen reconstruction network N (pretrained with random masking) rebuilds the
-masked image, and every patch i is rewarded with its own reconstruction loss (AHM eq. 7)::
+Source: AHM (IEEE TMI), sections III-IV and Algorithm 1, with the action and reward of a
+well-posed objective (``medmask.rl._distribution`` and ``_learner`` derive it). An episode is
+a single decision (the paper's t = 1 setting): the observation is one image X (C x H x W
+float32); the action is the ORDERED index vector of the fixed-count mask,
+``MultiDiscrete([N] * k)`` with ``k = floor(mask_ratio * N)`` over the patches of the
+reconstruction model's :class:`~medmask.masking.PatchGrid` (the random share first, then the
+policy's picks in draw order; the environment only needs the set). The frozen
+reconstruction network rebuilds the masked image and the reward is the reconstruction loss of
+the MASKED patches only (the visible patches' outputs were never trained)::
 
-    r_i = L_rec(X'_i, X_i)          (the model interface's ``patch_loss[b, i]``, an L2 mean)
-    r   = (1 / N) * sum_i r_i       (the scalar RLlib reward)
+    L_i = L_rec(X'_i, X_i) for masked i      (the model interface's ``patch_loss[b, i]``)
+    r   = (1 / k) * sum_{i masked} L_i       (the scalar RLlib reward)
 
-The per-patch rewards travel in ``info[PATCH_REWARDS]`` (float32 [N]); the learner pulls them
-from the episode's infos (see ``medmask.rl``) to form one advantage per patch.
+``info[PATCH_REWARDS]`` carries L as float32 [N], 0 on the visible patches; the learner reads
+the picks' losses from it (see ``medmask.rl``). A NaN/inf loss raises ``FloatingPointError``.
 
 Two classes share one core:
 
@@ -18,10 +22,10 @@ Two classes share one core:
 - :class:`AHMMaskingVectorEnv`, a native ``gymnasium.vector.VectorEnv`` that scores all of its
   sub-environments' masks with ONE batched forward of the reconstruction network. RLlib uses it
   through ``gym_env_vectorize_mode="vector_entry_point"`` with ``num_envs_per_env_runner`` > 1,
-  so no EnvRunner ever runs the network one image at a time. (For GPU-less EnvRunners at paper
-  scale, a shared Ray actor holding the network on a GPU could serve ``reward_fn``; not built.)
+  so no EnvRunner ever runs the network one image at a time.
 
-The images come from an array [M, H, W] / [M, C, H, W], a callable ``indices -> images``, or, by
+Any masked reconstruction model with a ``.grid`` serves (the U-Net, the MIM ViT, ...). The
+images come from an array [M, H, W] / [M, C, H, W], a callable ``indices -> images``, or, by
 default, a pool of procedural phantoms (``medmask.data.phantom``); each reset draws an index
 from the env's seeded ``np_random``.
 """
@@ -38,7 +42,7 @@ from gymnasium.vector.utils import batch_space
 
 from medmask.data import columns as C
 from medmask.data import phantom
-from medmask.masking import PatchGrid
+from medmask.masking import PatchGrid, num_masked
 
 ENV_ID = "medmask/AHMMasking-v0"
 IMAGE_INDEX = "image_index"  # info key: index of the observed image in the source
@@ -149,6 +153,7 @@ class _MaskingCore:
         num_images: int | None = None,
         data_seed: int = 0,
         device: str = "cpu",
+        mask_ratio: float = 0.75,
     ) -> None:
         self.reward = ReconstructionReward(reconstruction, device)
         self.grid = self.reward.grid
@@ -162,17 +167,39 @@ class _MaskingCore:
             )
         low, high = self.pool.bounds
         self.observation_space = gym.spaces.Box(low, high, self.pool.shape, np.float32)
-        self.action_space = gym.spaces.MultiBinary(self.grid.num_patches)
+        n = self.grid.num_patches
+        self.count = num_masked(n, mask_ratio)
+        if self.count < 1:
+            raise ValueError(f"mask_ratio {mask_ratio} masks no patch of {n}")
+        self.action_space = gym.spaces.MultiDiscrete(np.full(self.count, n, np.int64))
+
+    def masks(self, actions: np.ndarray) -> np.ndarray:
+        """Bool masks [B, N] of ordered draws [B, k] (checked: indices in range, distinct)."""
+        n = self.grid.num_patches
+        draws = np.asarray(actions).reshape(-1, self.count).astype(np.int64)
+        if draws.size and (draws.min() < 0 or draws.max() >= n):
+            raise ValueError(f"patch indices must be in [0, {n}), got {draws.min()}..{draws.max()}")
+        masks = np.zeros((len(draws), n), bool)
+        np.put_along_axis(masks, draws, True, axis=1)
+        repeated = masks.sum(axis=1) != self.count
+        if repeated.any():
+            raise ValueError(f"an action must pick {self.count} distinct patches; rows "
+                             f"{np.flatnonzero(repeated).tolist()} repeat some")
+        return masks
 
     def score(self, images: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(per-patch rewards [B, N], scalar rewards [B]) for images [B, C, H, W], actions."""
-        masks = np.asarray(actions).reshape(len(images), self.grid.num_patches).astype(bool)
-        patch_rewards = self.reward(images, masks)
-        return patch_rewards, patch_rewards.mean(axis=1, dtype=np.float64)
+        """(masked-patch losses [B, N] (0 where visible), scalar rewards [B]) of ordered draws."""
+        masks = self.masks(actions)
+        losses = self.reward(images, masks)
+        if not np.isfinite(losses[masks]).all():
+            raise FloatingPointError("AHM environment: the reconstruction loss (reward) of a "
+                                     "masked patch is NaN/inf")
+        losses = np.where(masks, losses, 0.0).astype(np.float32)
+        return losses, losses.sum(axis=1, dtype=np.float64) / self.count
 
 
 class AHMMaskingEnv(gym.Env):
-    """Single-step masking decision on one image; reward = mean per-patch loss (AHM eq. 7).
+    """Single-step masking decision on one image; reward = mean masked-patch loss.
 
     Args:
         reconstruction: the frozen reconstruction network (or a callable building it); its
@@ -181,6 +208,7 @@ class AHMMaskingEnv(gym.Env):
         num_images: index range of a callable source / size of the phantom pool.
         data_seed: phantom dataset seed.
         device: where the reconstruction network runs.
+        mask_ratio: r; the action picks floor(r * N) patches.
     """
 
     metadata = {"render_modes": []}
@@ -193,9 +221,11 @@ class AHMMaskingEnv(gym.Env):
         num_images: int | None = None,
         data_seed: int = 0,
         device: str = "cpu",
+        mask_ratio: float = 0.75,
     ) -> None:
         self.core = _MaskingCore(
-            reconstruction, images, num_images=num_images, data_seed=data_seed, device=device
+            reconstruction, images, num_images=num_images, data_seed=data_seed, device=device,
+            mask_ratio=mask_ratio,
         )
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
@@ -215,7 +245,7 @@ class AHMMaskingEnv(gym.Env):
         info = {
             C.PATCH_REWARDS: patch_rewards[0],
             IMAGE_INDEX: self._index,
-            MASKED_FRACTION: float(np.mean(action)),
+            MASKED_FRACTION: self.core.count / self.core.grid.num_patches,
         }
         return self._image.copy(), float(reward[0]), True, False, info
 
@@ -230,7 +260,8 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
 
     Args:
         num_envs: sub-environments (images per batched forward).
-        reconstruction, images, num_images, data_seed, device: as :class:`AHMMaskingEnv`.
+        reconstruction, images, num_images, data_seed, device, mask_ratio: as
+            :class:`AHMMaskingEnv`.
     """
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -244,12 +275,14 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
         num_images: int | None = None,
         data_seed: int = 0,
         device: str = "cpu",
+        mask_ratio: float = 0.75,
     ) -> None:
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs!r}")
         self.num_envs = int(num_envs)
         self.core = _MaskingCore(
-            reconstruction, images, num_images=num_images, data_seed=data_seed, device=device
+            reconstruction, images, num_images=num_images, data_seed=data_seed, device=device,
+            mask_ratio=mask_ratio,
         )
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
@@ -272,6 +305,7 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = np.asarray(actions).reshape(self.num_envs, -1)
         n = self.core.grid.num_patches
+        fraction = np.full(self.num_envs, self.core.count / n)
         rewards = np.zeros(self.num_envs, np.float64)
         terminated = np.zeros(self.num_envs, bool)
         patch_rewards = np.zeros((self.num_envs, n), np.float32)
@@ -287,7 +321,7 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
         self._needs_reset = terminated.copy()
         info = _vector_info({IMAGE_INDEX: self._indices.copy()})
         info |= _vector_info(
-            {C.PATCH_REWARDS: patch_rewards, MASKED_FRACTION: actions.mean(axis=1)}, acting
+            {C.PATCH_REWARDS: patch_rewards, MASKED_FRACTION: fraction}, acting
         )
         return observations, rewards, terminated, np.zeros(self.num_envs, bool), info
 

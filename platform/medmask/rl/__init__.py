@@ -4,11 +4,13 @@ Public API (AHM, IEEE TMI, section IV; RLlib's APPO on the new API stack):
 
 - :class:`MaskingPolicyNet` (plain torch, AHM Table III) and :class:`AHMPolicyModule` (its
   RLModule: per-patch policy logits and values, ``ValueFunctionAPI``, ``TargetNetworkAPI``).
-- :class:`PatchBernoulli` / :func:`patch_distribution`: independent per-patch Bernoulli
-  log-probs with AHM's fixed-count sampler (its docstring says how the two relate).
-- :class:`AHMLearner` and :func:`ahm_patch_loss_terms`: the per-patch loss of eq. 8-12 with
-  one clipped importance ratio per patch; :class:`AddPatchRewardsFromInfos` brings the
-  environment's per-patch rewards into the learner's batch.
+- :class:`PlackettLuceMask` / :func:`mask_distribution`: the ordered fixed-count draw (random
+  share first, then a Plackett-Luce draw on the logits) and its exact per-pick log-probs.
+- :class:`AHMLearner` and :func:`ahm_pick_loss_terms`: the per-pick actor-critic loss
+  (myopic or reward-to-go credit, derived in ``_learner``'s docstring) with one clipped
+  importance ratio per pick; :class:`AddPatchRewardsFromInfos` brings the environment's
+  masked-patch losses into the learner's batch.
+- :class:`NonFiniteError`: a NaN/inf loss, gradient or reward stops training with its name.
 - :func:`ahm_appo_config`: the APPO config from plain parameters (the paper's schedule);
   :func:`trained_policy_net` copies the learner's network out of a running algorithm.
 - :func:`train_policy` (RLlib iterations under a :class:`PolicyBudget`, checkpointed, metrics
@@ -20,9 +22,16 @@ Public API (AHM, IEEE TMI, section IV; RLlib's APPO on the new API stack):
 
 from medmask.rl._config import ahm_appo_config, step_decay_schedule, trained_policy_net
 from medmask.rl._connector import AddPatchRewardsFromInfos
-from medmask.rl._distribution import PatchBernoulli, patch_distribution
-from medmask.rl._learner import AHMLearner, PatchLossTerms, ahm_patch_loss_terms
+from medmask.rl._distribution import PlackettLuceMask, mask_distribution
+from medmask.rl._learner import (
+    CREDITS,
+    AHMLearner,
+    PickLossTerms,
+    ahm_pick_loss_terms,
+    pick_advantages,
+)
 from medmask.rl._module import AHMPolicyModule, MaskingPolicyNet, downsampling_stages
+from medmask.rl._numerics import NonFiniteError
 from medmask.rl._policy_io import load_policy, policy_digest, save_policy
 from medmask.rl._sampling import ahm_mask, sample_policy_masks
 from medmask.rl._train import (
@@ -38,6 +47,13 @@ from medmask.rl._train import (
 
 __all__ = [
     "ALGO_DIR",
+    "CREDITS",
+    "NonFiniteError",
+    "PickLossTerms",
+    "PlackettLuceMask",
+    "ahm_pick_loss_terms",
+    "mask_distribution",
+    "pick_advantages",
     "ENV_STEPS",
     "REWARD",
     "SPS",
@@ -49,14 +65,10 @@ __all__ = [
     "AHMPolicyModule",
     "AddPatchRewardsFromInfos",
     "MaskingPolicyNet",
-    "PatchBernoulli",
-    "PatchLossTerms",
     "ahm_appo_config",
     "ahm_mask",
-    "ahm_patch_loss_terms",
     "downsampling_stages",
     "load_policy",
-    "patch_distribution",
     "policy_digest",
     "sample_policy_masks",
     "save_policy",

@@ -22,7 +22,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from medmask.rl._connector import AddPatchRewardsFromInfos
-from medmask.rl._learner import AHMLearner
+from medmask.rl._learner import AHMLearner, check_credit
 from medmask.rl._module import AHMPolicyModule, MaskingPolicyNet
 
 
@@ -64,7 +64,7 @@ def ahm_appo_config(
     images_per_epoch: int = 256,
     mask_ratio: float = 0.75,
     random_share: float = 0.3,
-    weighting: str = "probability",
+    credit: str = "myopic",
     channels: int = 16,
     head_depth: int = 3,
     trunk: str = "conv",
@@ -73,7 +73,6 @@ def ahm_appo_config(
     entropy_coeff: float = 0.0,
     clip_param: float = 0.4,
     use_kl_loss: bool = False,
-    center_advantages: bool = False,
     grad_clip: float | None = 40.0,
     min_time_s_per_iteration: float = 1.0,
     seed: int | None = None,
@@ -82,7 +81,8 @@ def ahm_appo_config(
 
     Args:
         env: the registered env id (``envs.ENV_ID``) or an env creator callable.
-        env_config: the environment's parameters (reconstruction network, images, ...).
+        env_config: the environment's parameters (reconstruction network, images, ...);
+            ``mask_ratio`` is set from ``mask_ratio`` (the action's length follows it).
         num_env_runners: asynchronous EnvRunner actors (0 = sample on the driver).
         num_envs_per_env_runner: environments per EnvRunner, scored in one batched forward.
         num_cpus_per_env_runner: CPUs reserved per EnvRunner (0.5 lets 2 fit beside the
@@ -91,14 +91,12 @@ def ahm_appo_config(
         lr, lr_decay, lr_decay_every_epochs, max_epochs, images_per_epoch: the paper's
             Adam schedule (see module docstring).
         mask_ratio, random_share: the action sampler (AHM: 0.75 and p = 0.3).
-        weighting: ``"probability"`` (AHM) or ``"odds"``: what the loss-guided part of the
-            sampler is proportional to (see ``medmask.masking._ahm.sampling_weights``).
+        credit: ``"myopic"`` or ``"to_go"`` (``medmask.rl._learner`` derives both).
         channels, head_depth, trunk, patch_size: the network (AHM Table III; tiny widths).
         vf_loss_coeff: weight of the value loss (1 = eq. 12's plain sum).
-        entropy_coeff: per-patch entropy bonus (0 in the paper).
-        clip_param: APPO's per-patch surrogate clip.
-        use_kl_loss: APPO's KL penalty to the target network (per patch, averaged).
-        center_advantages: subtract each image's mean advantage over its patches.
+        entropy_coeff: per-pick entropy bonus (0 in the paper).
+        clip_param: APPO's per-pick surrogate clip.
+        use_kl_loss: APPO's KL penalty to the target network (per pick, averaged).
         grad_clip: global-norm gradient clip (None = off).
         min_time_s_per_iteration: lower bound of one ``algo.train()`` (RLlib default 10 s).
         seed: RLlib's seed for EnvRunners and the learner.
@@ -114,12 +112,12 @@ def ahm_appo_config(
         "patch_size": patch_size,
         "mask_ratio": mask_ratio,
         "random_share": random_share,
-        "weighting": weighting,
     }
+    check_credit(credit)
     return (
         APPOConfig()
         .framework("torch")
-        .environment(env, env_config=env_config)
+        .environment(env, env_config={**env_config, "mask_ratio": mask_ratio})
         .env_runners(
             num_env_runners=num_env_runners,
             num_envs_per_env_runner=num_envs_per_env_runner,
@@ -134,7 +132,7 @@ def ahm_appo_config(
             num_learners=0,
             learner_class=AHMLearner,
             learner_connector=lambda obs_space, act_space: [AddPatchRewardsFromInfos()],
-            learner_config_dict={"center_advantages": center_advantages},
+            learner_config_dict={"credit": credit},
         )
         .rl_module(rl_module_spec=RLModuleSpec(module_class=AHMPolicyModule,
                                                model_config=model_config))

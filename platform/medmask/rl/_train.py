@@ -26,18 +26,28 @@ import torch
 
 from medmask.rl._config import trained_policy_net
 from medmask.rl._module import MaskingPolicyNet
+from medmask.rl._numerics import NonFiniteError, check_finite, check_finite_metrics
 
 LEARNER_METRICS = {  # RLlib learner key -> logged name
     "policy_loss": "losses/policy_loss",
     "vf_loss": "losses/value_loss",
     "entropy": "losses/entropy",
-    "mean_patch_reward": "charts/mean_patch_reward",
+    "mean_pick_loss": "charts/mean_pick_loss",
+    "mean_pick_value": "charts/mean_pick_value",
     "mean_kl_loss": "losses/kl",
+    "log_rho_mean": "charts/log_rho_mean",
+    "log_rho_std": "charts/log_rho_std",
+    "log_rho_product": "charts/log_rho_product",
+    "gradients_default_optimizer_global_norm": "losses/grad_norm",
 }
 REWARD = "charts/mean_reward"
 SPS = "charts/SPS"
 ENV_STEPS = "charts/env_steps"
 ALGO_DIR = "algo"
+# Logged quantities that must be finite whenever present (a NaN reward is allowed only in an
+# iteration that completed no episode: RLlib then has no mean to report).
+MUST_BE_FINITE = ("losses/policy_loss", "losses/value_loss", "losses/entropy",
+                  "losses/grad_norm", "charts/mean_pick_loss")
 
 
 @dataclass(frozen=True)
@@ -63,21 +73,47 @@ class PolicyBudget:
         return int(self.max_epochs) * int(self.images_per_epoch)
 
 
+def _count(value: Any) -> int | None:
+    """A step count as an int, or None when missing, NaN or inf (RLlib reports NaN for
+    counters of an iteration that sampled nothing)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) else None
+
+
 def iteration_metrics(result: dict[str, Any], seconds: float, previous_steps: int
                       ) -> tuple[dict[str, float], int]:
-    """The logged metrics of one ``algo.train()`` result and the lifetime env-step count."""
-    runners = result.get("env_runners", {})
-    learner = result.get("learners", {}).get("default_policy", {})
+    """The logged metrics of one ``algo.train()`` result and the lifetime env-step count.
+
+    Tolerates iterations that sampled nothing: a missing or NaN ``num_env_steps_sampled``
+    falls back to the lifetime counter's increase, then to 0; a missing episode mean is NaN
+    (the tracker counts NaN metrics in a tag instead of logging them).
+    """
+    runners = result.get("env_runners", {}) or {}
+    learner = (result.get("learners", {}) or {}).get("default_policy", {}) or {}
     # Count this iteration's steps (a restored algorithm may restart its lifetime counters).
-    sampled = runners.get("num_env_steps_sampled")
+    sampled = _count(runners.get("num_env_steps_sampled"))
     if sampled is None:
-        sampled = max(int(runners.get("num_env_steps_sampled_lifetime", 0) or 0) - previous_steps,
-                      0)
-    steps = previous_steps + int(sampled or 0)
-    metrics = {REWARD: runners.get("episode_return_mean", math.nan), ENV_STEPS: steps,
-               SPS: (steps - previous_steps) / max(seconds, 1e-9)}
+        lifetime = _count(runners.get("num_env_steps_sampled_lifetime"))
+        sampled = max(lifetime - previous_steps, 0) if lifetime is not None else 0
+    steps = previous_steps + max(sampled, 0)
+    reward = runners.get("episode_return_mean")
+    metrics: dict[str, Any] = {
+        REWARD: math.nan if reward is None else reward, ENV_STEPS: steps,
+        SPS: (steps - previous_steps) / max(seconds, 1e-9)}
     metrics.update({name: learner[key] for key, name in LEARNER_METRICS.items() if key in learner})
     return {k: float(v) for k, v in metrics.items() if v is not None}, steps
+
+
+def check_iteration(metrics: dict[str, float], iteration: int, sampled: int) -> None:
+    """Raise :class:`NonFiniteError` naming the iteration and the quantity that is NaN/inf."""
+    where = f"policy training, iteration {iteration}"
+    check_finite_metrics(metrics, MUST_BE_FINITE, where)
+    reward = metrics.get(REWARD, math.nan)
+    if math.isinf(reward) or (sampled > 0 and math.isnan(reward)):
+        check_finite(REWARD, reward, where)
 
 
 def train_policy(
@@ -118,8 +154,17 @@ def train_policy(
                     time.perf_counter() - start >= budget.time_budget_s):
                 break
             tick = time.perf_counter()
-            result = algo.train()
+            try:
+                result = algo.train()
+            except NonFiniteError as error:
+                raise NonFiniteError(f"iteration {len(history)}: {error}") from error
+            except Exception as error:  # a remote EnvRunner's FloatingPointError (NaN reward)
+                cause = getattr(error, "cause", None)
+                if isinstance(cause, FloatingPointError):
+                    raise NonFiniteError(f"iteration {len(history)}: {cause}") from error
+                raise
             metrics, new_steps = iteration_metrics(result, time.perf_counter() - tick, steps)
+            check_iteration(metrics, len(history), new_steps - steps)
             bar.update(new_steps - steps)
             steps = new_steps
             metrics["iteration"] = len(history)
@@ -154,7 +199,6 @@ def policy_vs_random(
     *,
     ratio: float = 0.75,
     random_share: float = 0.3,
-    weighting: str = "probability",
     batch_size: int = 64,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -173,8 +217,7 @@ def policy_vs_random(
 
     reconstruction = reconstruction.eval()
     strategies = {
-        "policy": create_mask_strategy("ahm", policy=policy, random_share=random_share,
-                                       weighting=weighting),
+        "policy": create_mask_strategy("ahm", policy=policy, random_share=random_share),
         "random": create_mask_strategy("random"),
     }
     x = torch.as_tensor(np.asarray(images, np.float32))
