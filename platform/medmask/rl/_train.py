@@ -39,24 +39,30 @@ LEARNER_METRICS = {  # RLlib learner key -> logged name
     "log_rho_std": "charts/log_rho_std",
     "log_rho_product": "charts/log_rho_product",
     "gradients_default_optimizer_global_norm": "losses/grad_norm",
+    "num_module_steps_trained": "charts/module_steps_trained",
 }
+TRAINED = "charts/module_steps_trained"
+UPDATES = "charts/updates"  # trained updates so far (lifetime)
 REWARD = "charts/mean_reward"
 SPS = "charts/SPS"
 ENV_STEPS = "charts/env_steps"
 ALGO_DIR = "algo"
-# Logged quantities that must be finite whenever present (a NaN reward is allowed only in an
-# iteration that completed no episode: RLlib then has no mean to report).
+# Logged quantities that must be finite in an iteration that trained (RLlib reports NaN for the
+# learner's metrics of an iteration without an update, and for the reward of one without an
+# episode); inf is an error always.
 MUST_BE_FINITE = ("losses/policy_loss", "losses/value_loss", "losses/entropy",
                   "losses/grad_norm", "charts/mean_pick_loss")
 
 
 @dataclass(frozen=True)
 class PolicyBudget:
-    """When policy training stops: the first of the epoch cap, iterations or wall time.
+    """When policy training stops: the first of the epoch cap, updates, iterations or time.
 
     Attributes:
         max_epochs: AHM's cap (200); one epoch = ``images_per_epoch`` env steps.
         images_per_epoch: env steps (images) per epoch.
+        max_updates: cap on trained updates (trained steps / train batch; None = no cap):
+            APPO drops or reuses sampled batches, so only this fixes how much was learned.
         max_iterations: cap on ``algo.train()`` calls (None = no cap).
         time_budget_s: wall-clock cap in seconds (None = no cap).
         checkpoint_every: iterations between algorithm checkpoints (0 = none).
@@ -64,6 +70,7 @@ class PolicyBudget:
 
     max_epochs: int = 200
     images_per_epoch: int = 256
+    max_updates: int | None = None
     max_iterations: int | None = None
     time_budget_s: float | None = None
     checkpoint_every: int = 10
@@ -108,9 +115,18 @@ def iteration_metrics(result: dict[str, Any], seconds: float, previous_steps: in
 
 
 def check_iteration(metrics: dict[str, float], iteration: int, sampled: int) -> None:
-    """Raise :class:`NonFiniteError` naming the iteration and the quantity that is NaN/inf."""
+    """Raise :class:`NonFiniteError` naming the iteration and the quantity that is NaN/inf.
+
+    NaN is tolerated where RLlib has nothing to report: learner metrics of an iteration that
+    trained no step, the reward of one that sampled none.
+    """
     where = f"policy training, iteration {iteration}"
-    check_finite_metrics(metrics, MUST_BE_FINITE, where)
+    trained = metrics.get(TRAINED, math.nan)
+    if math.isfinite(trained) and trained > 0:
+        check_finite_metrics(metrics, MUST_BE_FINITE, where)
+    for name in MUST_BE_FINITE:
+        if math.isinf(metrics.get(name, 0.0)):
+            check_finite(name, metrics[name], where)
     reward = metrics.get(REWARD, math.nan)
     if math.isinf(reward) or (sampled > 0 and math.isnan(reward)):
         check_finite(REWARD, reward, where)
@@ -143,12 +159,16 @@ def train_policy(
         algo.restore_from_path(str(algo_dir))
         history = pd.read_csv(algo_dir / "history.csv").to_dict("records")
     steps = int(history[-1][ENV_STEPS]) if history else 0
+    updates = float(history[-1].get(UPDATES, 0.0)) if history else 0.0
+    batch_size = max(int(getattr(algo_config, "train_batch_size_per_learner", None) or 1), 1)
     start = time.perf_counter()
     bar = tqdm(total=budget.max_env_steps, initial=steps, desc="AHM policy", unit="img",
                disable=not progress)
     try:
         while steps < budget.max_env_steps:
             if budget.max_iterations is not None and len(history) >= budget.max_iterations:
+                break
+            if budget.max_updates is not None and updates >= budget.max_updates:
                 break
             if budget.time_budget_s is not None and (
                     time.perf_counter() - start >= budget.time_budget_s):
@@ -167,6 +187,9 @@ def train_policy(
             check_iteration(metrics, len(history), new_steps - steps)
             bar.update(new_steps - steps)
             steps = new_steps
+            trained = metrics.get(TRAINED, math.nan)
+            updates += trained / batch_size if math.isfinite(trained) else 0.0
+            metrics[UPDATES] = updates
             metrics["iteration"] = len(history)
             history.append(metrics)
             if on_iteration is not None:
