@@ -156,11 +156,12 @@ def test_learner_loss_is_the_per_pick_loss_on_policy(learner_setup) -> None:  # 
     module.make_target_networks()  # target = current (the fixture perturbed the heads)
     loss = learner.compute_loss_for_module(module_id="default_policy", config=config,
                                            batch=on_policy, fwd_out=fwd)
-    values = module.compute_patch_values(batch, fwd[Columns.EMBEDDINGS])
     rows = batch[Columns.LOSS_MASK]
+    # The reference runs the plain network itself (not the module's forward outputs).
+    z_all, values = module.net(batch[Columns.OBS])
     a = batch[Columns.ACTIONS][rows].long()
     L = batch[C.PATCH_REWARDS][rows].gather(1, a)  # noqa: N806
-    v, z = values[rows], logits[rows]
+    v, z = values[rows], z_all[rows]
     # By hand: 4 random picks, then 8 policy picks; pi_t = softmax over the untaken patches.
     logp_terms, advantages = [], []
     for row in range(len(a)):
