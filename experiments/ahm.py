@@ -45,6 +45,26 @@ def ahm_settings(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def policy_summary(check: dict[str, float]) -> str:
+    """The policy diagnostics (test split) as a few readable lines."""
+    if not check:
+        return "policy diagnostics: none"
+    losses = {k.removeprefix("test/").removesuffix("_mask_loss"): v for k, v in check.items()
+              if k.startswith("test/") and k.endswith("_mask_loss")}
+    lines = ["policy diagnostics (test split; masked-patch loss, higher = harder masks)"]
+    lines += [f"  {name:<16} {value:.5f}" for name, value in losses.items()]
+    lines.append(f"  captured share at p=0: {check.get('captured_share_p0', float('nan')):.3f} "
+                 f"[{check.get('captured_share_p0_ci_low', float('nan')):.3f}, "
+                 f"{check.get('captured_share_p0_ci_high', float('nan')):.3f}]; beats the "
+                 f"position oracle: {bool(check.get('policy_p0_beats_position_oracle'))}")
+    rarely = check.get("spearman_v_oracle_rarely_masked", float("nan"))
+    lines.append(f"  Spearman(V, oracle): {check.get('spearman_v_oracle', float('nan')):.3f} "
+                 f"(rarely masked: {rarely:.3f}); compactness policy/random/oracle: "
+                 + "/".join(f"{check.get(f'compactness/{m}', float('nan')):.2f}"
+                            for m in ("policy_p0", "random", "oracle")))
+    return "\n".join(lines)
+
+
 @hydra.main(config_path="../configs", config_name="ahm", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
     from medmask.train import run_ahm_study
@@ -55,9 +75,9 @@ def main(cfg: DictConfig) -> Any:
     check = table.attrs.get("policy_check", {})
     text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(
         index=False, float_format=lambda v: f"{v:.4f}")
-    summary = ", ".join(f"{k} {v:.5f}" for k, v in check.items())
-    log.info("AHM results (test split):\n%s\npolicy check: %s", text, summary)
-    print(f"AHM segmentation results (test split)\n{text}\npolicy check: {summary}")
+    summary = policy_summary(check)
+    log.info("AHM results (test split):\n%s\n%s", text, summary)
+    print(f"AHM segmentation results (test split)\n{text}\n{summary}")
     print(f"MLflow: {tracker.uri} (experiment {tracker.experiment!r})")
     return table
 
