@@ -70,7 +70,7 @@ def main(cfg: DictConfig) -> Any:
     from medmask.train import run_ahm_study
 
     tracker = make_tracker(cfg.tracking)
-    init_ray(cfg.cluster)
+    init_ray(cfg.cluster, verbose=bool(cfg.get("verbose", False)))
     table = run_ahm_study(ahm_settings(cfg), tracker)
     check = table.attrs.get("policy_check", {})
     text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(
