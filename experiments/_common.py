@@ -49,6 +49,9 @@ def init_ray(cluster: DictConfig, verbose: bool = True, attempts: int = 2) -> No
                     raise
                 log.warning("Ray did not start in time (%s); retrying", error)
                 ray.shutdown()
+    import ray.data  # noqa: F401  (Ray's libraries set up their console handlers on import)
+    import ray.train  # noqa: F401
+
     path = route_rllib_chatter(verbose)
     log.info("Ray resources: %s%s", ray.cluster_resources(),
              "" if verbose else f"; RLlib's log lines go to {path}")

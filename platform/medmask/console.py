@@ -22,7 +22,8 @@ these messages and sends them to the log file instead of the console, plus a ``w
 filter for the same messages should a Ray version raise them as warnings. With
 ``verbose=True`` nothing is filtered. Everything else RLlib and Ray Tune log at INFO/WARNING
 (per-report lines, "You are running APPO on the new API stack", "Install gputil") goes to
-the same file; errors still reach the console.
+the same file, and so do Ray Train's and Ray Data's (``ray.train``, ``ray.data``); errors
+still reach the console.
 """
 
 from __future__ import annotations
@@ -37,12 +38,10 @@ RLLIB_INTERNAL_DEPRECATIONS = (
     "deprecated",
     "`RLModule(config=[RLModuleConfig object])` has been deprecated",
 )
-CHATTY_LOGGERS = ("ray.rllib", "ray.tune")  # their INFO/WARNING records go to the file
+# Their INFO/WARNING records go to the file (per-report lines, resource requests, hints).
+CHATTY_LOGGERS = ("ray.rllib", "ray.tune", "ray.train", "ray.data")
 LOG_FILE_ENV = "MEDMASK_RLLIB_LOG"  # where the chatter goes (default: outputs/logs/rllib.log)
 VERBOSE_ENV = "MEDMASK_VERBOSE"  # "1": route nothing (workers read it; verbose=true sets it)
-
-_installed: dict[str, logging.Handler] = {}
-
 
 def rllib_log_file() -> Path:
     """``$MEDMASK_RLLIB_LOG``, else ``outputs/logs/rllib.log`` under the working directory."""
@@ -53,7 +52,7 @@ class ChatterFilter(logging.Filter):
     """Sends RLlib's chatter to ``handler`` and keeps it off the handler it is attached to.
 
     Chatter: the named RLlib-internal deprecations (any level), and records below ERROR from
-    the ``ray.rllib`` and ``ray.tune`` loggers. Anything else passes untouched.
+    the :data:`CHATTY_LOGGERS`. Anything else passes untouched.
     """
 
     def __init__(self, handler: logging.Handler) -> None:
@@ -74,6 +73,9 @@ class ChatterFilter(logging.Filter):
         return False
 
 
+_installed: dict[str, ChatterFilter] = {}  # log file -> its filter
+
+
 def quiet_worker_setup() -> None:
     """Ray's ``worker_process_setup_hook``: route this worker's chatter (same file)."""
     route_rllib_chatter()
@@ -82,25 +84,27 @@ def quiet_worker_setup() -> None:
 def route_rllib_chatter(verbose: bool = False, log_file: str | Path | None = None) -> Path:
     """Route RLlib's deprecations and INFO/WARNING chatter to ``log_file``; returns its path.
 
-    Attaches a :class:`ChatterFilter` to the console handlers Ray and the root logger have
-    now (call it after logging is configured, e.g. after ``ray.init``) and to the loggers
-    that emit. Idempotent per process; ``verbose=True`` changes nothing. The file is created
-    only when the first record arrives.
+    Attaches one :class:`ChatterFilter` to the console handlers that Ray, its libraries and
+    the root logger have now, and to the loggers that emit. Ray's libraries add their own
+    handlers when first imported, so call it again after importing one (idempotent: a
+    handler gets the filter once). ``verbose=True`` (or ``MEDMASK_VERBOSE=1``) changes
+    nothing. The file is created only when the first record arrives.
     """
     path = Path(log_file).resolve() if log_file else rllib_log_file()
-    verbose = verbose or os.environ.get(VERBOSE_ENV) == "1"
-    if verbose or str(path) in _installed:
+    if verbose or os.environ.get(VERBOSE_ENV) == "1":
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, delay=True)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    _installed[str(path)] = handler
-    chatter = ChatterFilter(handler)
+    if str(path) not in _installed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, delay=True)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        _installed[str(path)] = ChatterFilter(handler)
+        for message in RLLIB_INTERNAL_DEPRECATIONS:
+            warnings.filterwarnings("ignore", message=f".*{message}.*")
+    chatter = _installed[str(path)]
     for name in ("", "ray", *CHATTY_LOGGERS, "ray._common.deprecation"):
         logger = logging.getLogger(name)
-        logger.addFilter(chatter)  # records logged on these loggers themselves
-        for console in logger.handlers:  # records propagated from their children
-            console.addFilter(chatter)
-    for message in RLLIB_INTERNAL_DEPRECATIONS:
-        warnings.filterwarnings("ignore", message=f".*{message}.*")
+        for target in (logger, *logger.handlers):  # its own records; propagated ones
+            if chatter not in target.filters:
+                target.addFilter(chatter)
     return path

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medmask.console import route_rllib_chatter
 from medmask.rl._config import trained_policy_net
 from medmask.rl._module import MaskingPolicyNet
 from medmask.rl._numerics import NonFiniteError, check_finite, check_finite_metrics
@@ -152,6 +153,7 @@ def train_policy(
     """
     from tqdm.auto import tqdm
 
+    route_rllib_chatter()  # RLlib's console handler exists now (MEDMASK_VERBOSE=1: a no-op)
     algo = algo_config.build_algo()
     history: list[dict[str, float]] = []
     algo_dir = Path(checkpoint_dir) / ALGO_DIR if checkpoint_dir else None
