@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -39,6 +40,7 @@ def test_diagnostics_rank_a_seeing_policy_above_position_and_random() -> None:
     assert good["policy_p0_beats_position_oracle"] == 1.0
     assert good["test/policy_p0_mask_loss"] >= good["test/policy_mask_loss"]  # p = 0.3 dilutes
     assert good["spearman_v_oracle"] > 0.3
+    assert all(np.isfinite(v) for v in good.values())  # nothing NaN in the study's logs
     assert bad["captured_share_p0"] < 0  # unclipped: worse than random shows as negative
     assert bad["policy_p0_beats_position_oracle"] == 0.0
     assert good["hard_vs_random_ratio"] > 1.5
