@@ -201,3 +201,20 @@ def test_nan_reward_stops_the_update_with_its_name(learner_setup) -> None:  # no
             learner.update(training_data=None, timesteps={})
     finally:
         learner._nonfinite = None
+
+
+def test_lr_schedule_runs_on_trained_images_not_sampled_steps(learner_setup) -> None:  # noqa: ANN001
+    from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+    config, learner, _, _ = learner_setup  # lr 3e-4, x0.9 every 25 epochs of 256 images
+    optimizer = next(iter(learner._named_optimizers.values()))
+    clock = learner.trained_images
+    try:
+        learner.trained_images = 0
+        learner.after_gradient_based_update(timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: 10**9})
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)  # sampled: ignored
+        learner.trained_images = 25 * 256
+        learner.after_gradient_based_update(timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: 0})
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(2.7e-4)
+    finally:
+        learner.trained_images = clock

@@ -6,9 +6,10 @@ actor-critic here: ``num_env_runners`` EnvRunners sample in parallel (A3C's work
 running ``num_envs_per_env_runner`` environments as ONE batched vector env (the reconstruction
 network scores all of them in one forward).
 
-An "epoch" is one pass over the image pool: ``images_per_epoch`` env steps (one image per
-single-step episode). RLlib schedules the learning rate on sampled env steps, so the paper's
-step decay becomes a piecewise schedule with a drop every ``25 * images_per_epoch`` steps.
+An "epoch" is one pass over the image pool: ``images_per_epoch`` images. The schedules run on
+TRAINED images (:class:`~medmask.rl._learner.AHMLearner` hands RLlib's schedulers that count
+instead of sampled env steps, which APPO may drop or reuse), so the paper's step decay is a
+piecewise schedule with a drop every ``25 * images_per_epoch`` trained images.
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ from ray.rllib.algorithms.appo.torch.appo_torch_learner import APPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from medmask.data import columns as C
 from medmask.rl._numerics import NonFiniteError, check_finite
@@ -202,6 +203,21 @@ class AHMLearner(APPOTorchLearner):
     """
 
     _nonfinite: NonFiniteError | None = None
+    trained_images = 0  # rows (images) that went into an applied loss: the schedules' clock
+
+    # -- schedules on trained images, not sampled env steps ----------------------------------
+    # RLlib steps the lr (and entropy) schedules on NUM_ENV_STEPS_SAMPLED_LIFETIME; APPO drops
+    # or reuses sampled batches, so that clock says little about how much was learned. These
+    # hooks hand the schedules the count of trained images instead (an "epoch" of the paper's
+    # step decay = images_per_epoch trained images); the target network keeps RLlib's clock.
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=self._schedule_clock(timesteps))
+
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().after_gradient_based_update(timesteps=self._schedule_clock(timesteps))
+
+    def _schedule_clock(self, timesteps: dict[str, Any]) -> dict[str, Any]:
+        return {**(timesteps or {}), NUM_ENV_STEPS_SAMPLED_LIFETIME: self.trained_images}
 
     def update(self, *args: Any, **kwargs: Any) -> Any:
         self._raise_recorded()
@@ -276,6 +292,7 @@ class AHMLearner(APPOTorchLearner):
         except NonFiniteError as error:
             self._record(error)
             return torch.zeros((), device=total.device)  # no graph: this update is skipped
+        self.trained_images += int(rows.sum())
         self.metrics.log_dict(
             {
                 POLICY_LOSS_KEY: terms.policy_loss,

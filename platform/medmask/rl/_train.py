@@ -163,6 +163,8 @@ def train_policy(
     steps = int(history[-1][ENV_STEPS]) if history else 0
     updates = float(history[-1].get(UPDATES, 0.0)) if history else 0.0
     batch_size = max(int(getattr(algo_config, "train_batch_size_per_learner", None) or 1), 1)
+    if updates:  # the lr schedule's clock (trained images) goes on where it stopped
+        _set_trained_images(algo, int(updates * batch_size))
     start = time.perf_counter()
     bar = tqdm(total=budget.max_env_steps, initial=steps, desc="AHM policy", unit="img",
                disable=not progress)
@@ -204,6 +206,13 @@ def train_policy(
         bar.close()
         algo.stop()
     return net, pd.DataFrame(history)
+
+
+def _set_trained_images(algo: Any, images: int) -> None:
+    def set_clock(learner: Any) -> None:
+        learner.trained_images = images
+
+    algo.learner_group.foreach_learner(set_clock)
 
 
 def _checkpoint(algo: Any, algo_dir: Path, history: list[dict[str, float]]) -> None:
