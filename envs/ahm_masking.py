@@ -134,6 +134,37 @@ class ImagePool:
         return indices, self.get(indices)
 
 
+class EpochWalker:
+    """Walks one shard of the pool in a new permutation every epoch, as the paper counts epochs.
+
+    Shard ``index`` of ``count`` holds the images ``i`` with ``i % count == index`` (disjoint
+    shards, together the whole pool: one per EnvRunner); epoch e's order is a permutation
+    seeded by (seed, e, index), so a run is reproducible and no image repeats within an epoch.
+    """
+
+    def __init__(self, size: int, seed: int = 0, index: int = 0, count: int = 1) -> None:
+        if not 0 <= index < count:
+            raise ValueError(f"shard index must be in [0, {count}), got {index}")
+        self.shard = np.arange(index, size, count, dtype=np.int64)
+        if len(self.shard) == 0:
+            raise ValueError(f"shard {index} of {count} of a pool of {size} images is empty")
+        self.seed, self.index = int(seed), int(index)
+        self.epoch, self._order, self._next = -1, self.shard[:0], 0
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` indices (crossing into the next epoch's permutation if needed)."""
+        out = []
+        while len(out) < n:
+            if self._next >= len(self._order):
+                self.epoch += 1
+                rng = np.random.default_rng([self.seed, self.epoch, self.index])
+                self._order, self._next = rng.permutation(self.shard), 0
+            step = min(n - len(out), len(self._order) - self._next)
+            out.extend(self._order[self._next:self._next + step].tolist())
+            self._next += step
+        return np.asarray(out, np.int64)
+
+
 def _as_chw(images: np.ndarray, what: str) -> np.ndarray:
     if images.ndim == 3:
         images = images[:, None]
@@ -154,6 +185,8 @@ class _MaskingCore:
         data_seed: int = 0,
         device: str = "cpu",
         mask_ratio: float = 0.75,
+        shard: tuple[int, int] | None = None,
+        walk_seed: int = 0,
     ) -> None:
         self.reward = ReconstructionReward(reconstruction, device)
         self.grid = self.reward.grid
@@ -172,6 +205,19 @@ class _MaskingCore:
         if self.count < 1:
             raise ValueError(f"mask_ratio {mask_ratio} masks no patch of {n}")
         self.action_space = gym.spaces.MultiDiscrete(np.full(self.count, n, np.int64))
+        self.walker = (EpochWalker(self.pool.size, walk_seed, *shard) if shard is not None
+                       else None)
+
+    def set_shard(self, index: int, count: int, seed: int = 0) -> None:
+        """Walk shard ``index`` of ``count`` from now on (:class:`EpochWalker`)."""
+        self.walker = EpochWalker(self.pool.size, seed, index, count)
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``n`` images: the shard's epoch walk, or random draws without a shard."""
+        if self.walker is None:
+            return self.pool.draw(rng, n)
+        indices = self.walker.take(n)
+        return indices, self.pool.get(indices)
 
     def masks(self, actions: np.ndarray) -> np.ndarray:
         """Bool masks [B, N] of ordered draws [B, k] (checked: indices in range, distinct)."""
@@ -209,6 +255,9 @@ class AHMMaskingEnv(gym.Env):
         data_seed: phantom dataset seed.
         device: where the reconstruction network runs.
         mask_ratio: r; the action picks floor(r * N) patches.
+        shard: (index, count): walk that shard of the pool in a per-epoch permutation
+            (:class:`EpochWalker`); None = random draws with the env's ``np_random``.
+        walk_seed: the walk's seed (with the epoch and the shard index).
     """
 
     metadata = {"render_modes": []}
@@ -222,21 +271,28 @@ class AHMMaskingEnv(gym.Env):
         data_seed: int = 0,
         device: str = "cpu",
         mask_ratio: float = 0.75,
+        shard: tuple[int, int] | None = None,
+        walk_seed: int = 0,
     ) -> None:
         self.core = _MaskingCore(
             reconstruction, images, num_images=num_images, data_seed=data_seed, device=device,
-            mask_ratio=mask_ratio,
+            mask_ratio=mask_ratio, shard=shard, walk_seed=walk_seed,
         )
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self._image = np.zeros(self.observation_space.shape, np.float32)
         self._index = -1
 
+    def set_shard(self, index: int, count: int, seed: int = 0) -> None:
+        """Walk shard ``index`` of ``count`` of the pool (one per EnvRunner; see
+        :class:`EpochWalker`)."""
+        self.core.set_shard(index, count, seed)
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        indices, images = self.core.pool.draw(self.np_random, 1)
+        indices, images = self.core.draw(self.np_random, 1)
         self._index, self._image = int(indices[0]), images[0]
         return self._image.copy(), {IMAGE_INDEX: self._index}
 
@@ -276,13 +332,15 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
         data_seed: int = 0,
         device: str = "cpu",
         mask_ratio: float = 0.75,
+        shard: tuple[int, int] | None = None,
+        walk_seed: int = 0,
     ) -> None:
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs!r}")
         self.num_envs = int(num_envs)
         self.core = _MaskingCore(
             reconstruction, images, num_images=num_images, data_seed=data_seed, device=device,
-            mask_ratio=mask_ratio,
+            mask_ratio=mask_ratio, shard=shard, walk_seed=walk_seed,
         )
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
@@ -291,6 +349,11 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
         self._images = np.zeros((self.num_envs, *self.core.pool.shape), np.float32)
         self._indices = np.full(self.num_envs, -1, np.int64)
         self._needs_reset = np.zeros(self.num_envs, bool)
+
+    def set_shard(self, index: int, count: int, seed: int = 0) -> None:
+        """Walk shard ``index`` of ``count`` of the pool (one per EnvRunner; see
+        :class:`EpochWalker`)."""
+        self.core.set_shard(index, count, seed)
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
@@ -327,7 +390,7 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
 
     def _redraw(self, which: np.ndarray) -> None:
         if which.any():
-            indices, images = self.core.pool.draw(self.np_random, int(which.sum()))
+            indices, images = self.core.draw(self.np_random, int(which.sum()))
             self._indices[which], self._images[which] = indices, images
 
 

@@ -155,3 +155,45 @@ def test_env_drives_the_tiny_unet_of_the_models_room() -> None:
                                rtol=1e-5)
     assert (info[C.PATCH_REWARDS][12:] == 0).all()
     assert reward == pytest.approx(float(out.patch_loss[0, :12].mean()), rel=1e-5)
+
+
+def test_epoch_walker_shards_are_disjoint_and_cover_the_pool_every_epoch() -> None:
+    from envs.ahm_masking import EpochWalker
+
+    walkers = [EpochWalker(10, seed=3, index=i, count=3) for i in range(3)]
+    epochs = [[w.take(len(w.shard)) for w in walkers] for _ in range(2)]
+    for shards in epochs:
+        together = np.concatenate(shards)
+        assert sorted(together.tolist()) == list(range(10))  # every image once, no overlap
+    assert not all(np.array_equal(a, b) for a, b in zip(*epochs, strict=True))  # reshuffled
+    again = EpochWalker(10, seed=3, index=1, count=3)
+    np.testing.assert_array_equal(again.take(len(again.shard)), epochs[0][1])  # seeded
+    with pytest.raises(ValueError, match="empty"):
+        EpochWalker(2, index=2, count=3)
+
+
+def test_sharded_vector_env_walks_its_shard(images: np.ndarray) -> None:
+    venv = AHMMaskingVectorEnv(4, TinyReconstruction(32, 8), images)  # 12 images
+    venv.set_shard(1, 2, seed=0)  # images 1, 3, ..., 11
+    seen = []
+    _, info = venv.reset(seed=0)
+    seen += info[IMAGE_INDEX].tolist()
+    for _ in range(2):  # score, then NEXT_STEP autoreset draws the next 4
+        venv.step(_draw(16, 12, rows=4))
+        _, _, _, _, info = venv.step(_draw(16, 12, rows=4))
+        seen += info[IMAGE_INDEX].tolist()[:4]
+    assert sorted(seen[:6]) == [1, 3, 5, 7, 9, 11]  # one epoch of the shard, no repeats
+
+
+def test_rllib_callback_gives_each_env_runner_its_shard(images: np.ndarray) -> None:
+    from types import SimpleNamespace
+
+    from medmask.rl._config import shard_image_pool
+
+    envs_ = [AHMMaskingVectorEnv(2, TinyReconstruction(32, 8), images) for _ in range(3)]
+    for worker, env in enumerate(envs_):  # EnvRunners 1 and 2 of 2, and the local one (0)
+        shard_image_pool(env_runner=None, env=env, seed=5,
+                         env_context=SimpleNamespace(worker_index=worker, num_workers=2))
+    assert envs_[0].core.walker.shard.tolist() == list(range(12))
+    assert envs_[1].core.walker.shard.tolist() == [0, 2, 4, 6, 8, 10]
+    assert envs_[2].core.walker.shard.tolist() == [1, 3, 5, 7, 9, 11]

@@ -15,6 +15,7 @@ piecewise schedule with a drop every ``25 * images_per_epoch`` trained images.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from ray.rllib.algorithms.algorithm import Algorithm
@@ -147,9 +148,28 @@ def ahm_appo_config(
             grad_clip=grad_clip,
             gamma=0.0,  # single-step episodes: nothing to discount
         )
+        .callbacks(on_environment_created=functools.partial(
+            shard_image_pool, seed=0 if seed is None else int(seed)))
         .reporting(min_time_s_per_iteration=min_time_s_per_iteration)
         .debugging(seed=seed)
     )
+
+
+def shard_image_pool(*, env_runner: Any, env: Any, env_context: Any, seed: int = 0,
+                     **kwargs: Any) -> None:
+    """RLlib's ``on_environment_created``: EnvRunner w (1..n) walks shard w - 1 of n of the
+    pool, a new permutation per epoch seeded by (seed, epoch, runner): disjoint shards, every
+    image once per epoch, as the paper counts epochs. The driver's local runner (w = 0, which
+    samples only without remote runners) walks shard 0 of 1."""
+    count = max(int(getattr(env_context, "num_workers", 0) or 0), 1)
+    index = max(int(getattr(env_context, "worker_index", 0) or 0) - 1, 0)
+    if int(getattr(env_context, "worker_index", 0) or 0) == 0:
+        index, count = 0, 1
+    target = getattr(env, "unwrapped", env)
+    for candidate in (env, getattr(env, "env", None), target):
+        if hasattr(candidate, "set_shard"):
+            candidate.set_shard(index, count, seed)
+            return
 
 
 def trained_policy_net(algo: Algorithm, module_id: str = DEFAULT_MODULE_ID) -> MaskingPolicyNet:

@@ -130,7 +130,10 @@ def run_policy_training(settings: dict[str, Any], reconstruction: Path, train_im
         policy_cache_key(settings, pretrain_settings(settings)))
     cached = (folder / "policy.pt").is_file()
     stage.set_tags({"cache_hit": cached, "cache_key": folder.name})
-    budget = PolicyBudget(**policy.pop("budget"))
+    budget_settings = dict(policy.pop("budget"))
+    if not budget_settings.get("images_per_epoch"):  # an epoch = one pass over the pool
+        budget_settings["images_per_epoch"] = len(train_images)
+    budget = PolicyBudget(**budget_settings)
     eval_images = int(policy.pop("eval_images", None) or len(heldout))
     policy.pop("pool_images", None)
     transfer = policy.pop("checkpoint", None)
