@@ -57,9 +57,11 @@ def policy_summary(check: dict[str, float]) -> str:
                  f"[{check.get('captured_share_p0_ci_low', float('nan')):.3f}, "
                  f"{check.get('captured_share_p0_ci_high', float('nan')):.3f}]; beats the "
                  f"position oracle: {bool(check.get('policy_p0_beats_position_oracle'))}")
-    rarely = check.get("spearman_v_oracle_rarely_masked", float("nan"))
+    rarely = check.get("spearman_v_oracle_rarely_masked")
+    rarely_text = (f"{rarely:.3f}" if rarely is not None
+                   else "n/a, no image has 3 patches masked < 10% of the time")
     lines.append(f"  Spearman(V, oracle): {check.get('spearman_v_oracle', float('nan')):.3f} "
-                 f"(rarely masked: {rarely:.3f}); compactness policy/random/oracle: "
+                 f"(rarely masked: {rarely_text}); compactness policy/random/oracle: "
                  + "/".join(f"{check.get(f'compactness/{m}', float('nan')):.2f}"
                             for m in ("policy_p0", "random", "oracle")))
     return "\n".join(lines)
