@@ -14,7 +14,10 @@ Public API (AHM, IEEE TMI, section IV; RLlib's APPO on the new API stack):
 - :func:`ahm_appo_config`: the APPO config from plain parameters (the paper's schedule);
   :func:`trained_policy_net` copies the learner's network out of a running algorithm.
 - :func:`train_policy` (RLlib iterations under a :class:`PolicyBudget`, checkpointed, metrics
-  per iteration) and :func:`policy_vs_random` (held-out masked loss, policy vs random masks).
+  per iteration) and :func:`policy_vs_random` (held-out masked loss, policy vs random masks);
+  :func:`policy_diagnostics`: the study's numbers (oracle, position oracle, captured share,
+  compactness, Spearman of V vs the oracle); :func:`train_policy_local`: the same objective
+  on-policy in-process without Ray (CleanRL style, the tests' reference).
 - :func:`save_policy` / :func:`load_policy`: one ``policy.pt`` (config + weights), loadable
   without RLlib; :func:`policy_digest` keys caches of runs that use a policy.
 - :func:`ahm_mask` (re-exported from ``medmask.masking``), :func:`sample_policy_masks`.
@@ -22,6 +25,7 @@ Public API (AHM, IEEE TMI, section IV; RLlib's APPO on the new API stack):
 
 from medmask.rl._config import ahm_appo_config, step_decay_schedule, trained_policy_net
 from medmask.rl._connector import AddPatchRewardsFromInfos
+from medmask.rl._diagnostics import policy_diagnostics
 from medmask.rl._distribution import PlackettLuceMask, mask_distribution
 from medmask.rl._learner import (
     CREDITS,
@@ -30,6 +34,7 @@ from medmask.rl._learner import (
     ahm_pick_loss_terms,
     pick_advantages,
 )
+from medmask.rl._local import local_update, train_policy_local
 from medmask.rl._module import AHMPolicyModule, MaskingPolicyNet, downsampling_stages
 from medmask.rl._numerics import NonFiniteError
 from medmask.rl._policy_io import load_policy, policy_digest, save_policy
@@ -53,7 +58,10 @@ __all__ = [
     "PickLossTerms",
     "PlackettLuceMask",
     "ahm_pick_loss_terms",
+    "local_update",
     "mask_distribution",
+    "policy_diagnostics",
+    "train_policy_local",
     "pick_advantages",
     "ENV_STEPS",
     "REWARD",
