@@ -14,7 +14,9 @@ the MASKED patches only (the visible patches' outputs were never trained)::
     r   = (1 / k) * sum_{i masked} L_i       (the scalar RLlib reward)
 
 ``info[PATCH_REWARDS]`` carries L as float32 [N], 0 on the visible patches; the learner reads
-the picks' losses from it (see ``medmask.rl``). A NaN/inf loss raises ``FloatingPointError``.
+the picks' losses from it (see ``medmask.rl``). A NaN/inf loss is passed on as it is: raised
+here, in a remote EnvRunner, RLlib would restart the runner and go on; the learner (and
+``medmask.rl.train_policy``) stop the run on it instead, naming the iteration.
 
 Two classes share one core:
 
@@ -237,9 +239,6 @@ class _MaskingCore:
         """(masked-patch losses [B, N] (0 where visible), scalar rewards [B]) of ordered draws."""
         masks = self.masks(actions)
         losses = self.reward(images, masks)
-        if not np.isfinite(losses[masks]).all():
-            raise FloatingPointError("AHM environment: the reconstruction loss (reward) of a "
-                                     "masked patch is NaN/inf")
         losses = np.where(masks, losses, 0.0).astype(np.float32)
         return losses, losses.sum(axis=1, dtype=np.float64) / self.count
 

@@ -197,3 +197,17 @@ def test_rllib_callback_gives_each_env_runner_its_shard(images: np.ndarray) -> N
     assert envs_[0].core.walker.shard.tolist() == list(range(12))
     assert envs_[1].core.walker.shard.tolist() == [0, 2, 4, 6, 8, 10]
     assert envs_[2].core.walker.shard.tolist() == [1, 3, 5, 7, 9, 11]
+
+
+def test_a_nan_loss_is_passed_on_for_the_learner_to_stop_the_run(images: np.ndarray) -> None:
+    # Raised inside a remote EnvRunner, RLlib would restart the runner and carry on; passed on,
+    # the learner and train_policy stop the run naming the iteration (tests/rl).
+    class NaNReconstruction(TinyReconstruction):
+        def forward(self, images: torch.Tensor, mask: torch.Tensor):  # noqa: ANN202
+            out = super().forward(images, mask)
+            return type(out)(out.prediction, out.patch_loss * float("nan"))
+
+    env = AHMMaskingEnv(NaNReconstruction(32, 8), images)
+    env.reset(seed=0)
+    _, reward, *_, info = env.step(_draw(16, 12)[0])
+    assert np.isnan(reward) and np.isnan(info[C.PATCH_REWARDS]).any()
