@@ -2,6 +2,7 @@
 
     python experiments/ahm.py                      # quick default: phantoms, local Ray, 2 CPUs
     python experiments/ahm.py segmentation.fractions=[0.05,0.1,0.5,1.0] policy.random_share=0
+    python experiments/ahm.py seeds=[0,1,2]        # the results: 3 seeds, mean and spread
     python experiments/ahm.py +ablation=random_share    # AHM Table V: p in {0,...,50,100}%
     python experiments/ahm.py policy.checkpoint=/path/policy.pt data=lgg ...  # policy transfer
     # on a cluster (Ray 2.60 needs token auth for job submission, see README):
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,21 +69,58 @@ def policy_summary(check: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+SEED_METRICS = ("captured_share_p0", "hard_vs_random_ratio", "spearman_v_oracle",
+                "policy_p0_beats_position_oracle", "test/random_mask_loss",
+                "test/policy_p0_mask_loss", "test/position_oracle_mask_loss",
+                "test/oracle_mask_loss")
+
+
+def seed_summary(tables: list[Any], checks: list[dict[str, float]]) -> tuple[Any, str]:
+    """Mean and spread over seeds of the Dice per method and label fraction and of the main
+    policy diagnostics: (the aggregated Dice table, the printed text)."""
+    import pandas as pd
+
+    results = pd.concat(tables, ignore_index=True)
+    dice = (results.groupby(["method", "fraction"])["dice"]
+            .agg(["mean", "std", "count"]).reset_index())
+    diagnostics = pd.DataFrame(checks)
+    rows = [f"  {name:<32} {diagnostics[name].mean():.4f} +- {diagnostics[name].std():.4f}"
+            for name in SEED_METRICS if name in diagnostics]
+    text = (f"over {len(tables)} seeds (mean +- sd)\nDice\n"
+            + dice.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+            + "\npolicy diagnostics\n" + "\n".join(rows))
+    return dice, text
+
+
 @hydra.main(config_path="../configs", config_name="ahm", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
     from medmask.train import run_ahm_study
 
     tracker = make_tracker(cfg.tracking)
     init_ray(cfg.cluster, verbose=bool(cfg.get("verbose", False)))
-    table = run_ahm_study(ahm_settings(cfg), tracker)
-    check = table.attrs.get("policy_check", {})
-    text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(
-        index=False, float_format=lambda v: f"{v:.4f}")
-    summary = policy_summary(check)
-    log.info("AHM results (test split):\n%s\n%s", text, summary)
-    print(f"AHM segmentation results (test split)\n{text}\n{summary}")
+    seeds = [int(s) for s in (cfg.get("seeds") or [cfg.seed])]
+    tables, checks = [], []
+    for seed in seeds:  # one study run per seed (each cached stage by stage)
+        settings = {**ahm_settings(cfg), "seed": seed}
+        table = run_ahm_study(settings, tracker)
+        check = table.attrs.get("policy_check", {})
+        text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(
+            index=False, float_format=lambda v: f"{v:.4f}")
+        summary = policy_summary(check)
+        log.info("AHM results (test split, seed %d):\n%s\n%s", seed, text, summary)
+        print(f"AHM segmentation results (test split, seed {seed})\n{text}\n{summary}")
+        tables.append(table.assign(seed=seed))
+        checks.append(dict(check))
+    if len(seeds) > 1:
+        dice, text = seed_summary(tables, checks)
+        with tracker.study(f"{cfg.study}-seeds", tags={"seeds": str(seeds)}) as run:
+            run.log_table(dice, "dice_over_seeds.csv")
+            run.log_metrics({f"{k}/mean": float(np.mean([c[k] for c in checks if k in c]))
+                             for k in SEED_METRICS if any(k in c for c in checks)})
+        log.info("AHM %s", text)
+        print(f"AHM {text}")
     print(f"MLflow: {tracker.uri} (experiment {tracker.experiment!r})")
-    return table
+    return tables[-1]
 
 
 if __name__ == "__main__":
