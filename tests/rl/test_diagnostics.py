@@ -25,13 +25,13 @@ class _VariancePolicy(nn.Module):
 
 
 def test_diagnostics_rank_a_seeing_policy_above_position_and_random() -> None:
-    train, _ = moving_square_images(64, seed=0)
-    test, _ = moving_square_images(48, seed=1)
+    train, _ = moving_square_images(32, seed=0)
+    test, _ = moving_square_images(32, seed=1)
     model = SmoothingReconstruction()
     good = policy_diagnostics(_VariancePolicy(model.grid), model, train, test, ratio=0.25,
-                              random_share=0.3, oracle_draws=32, bootstrap=200)
+                              random_share=0.3, oracle_draws=32, bootstrap=100)
     bad = policy_diagnostics(_VariancePolicy(model.grid, -1.0), model, train, test, ratio=0.25,
-                             random_share=0.3, oracle_draws=32, bootstrap=200)
+                             random_share=0.3, oracle_draws=32, bootstrap=100)
     print(good)
     assert good["test/oracle_mask_loss"] > good["test/random_mask_loss"]
     assert good["captured_share_p0"] > 0.8
