@@ -35,9 +35,9 @@ import envs  # noqa: E402
 from envs.ahm_masking import AHMMaskingVectorEnv  # noqa: E402
 from medmask import columns as C  # noqa: E402
 from medmask.data import phantom  # noqa: E402
-from medmask.masking import random_mask  # noqa: E402
+from medmask.masking import ahm_draw, random_mask  # noqa: E402
 from medmask.models import create_model  # noqa: E402
-from medmask.rl import MaskingPolicyNet, sample_policy_masks  # noqa: E402
+from medmask.rl import MaskingPolicyNet  # noqa: E402
 
 
 def bare_forward(model: torch.nn.Module, images: np.ndarray, batch: int) -> float:
@@ -61,10 +61,10 @@ def rl_loop(model: torch.nn.Module, policy: MaskingPolicyNet, images: np.ndarray
     decisions = len(images) // batch
     start = time.perf_counter()
     for _ in range(decisions):
-        masks, _ = sample_policy_masks(policy, torch.as_tensor(obs), model.grid,
-                                       generator=generator)
-        obs, rewards, *_ = env.step(masks.numpy().astype(np.int8))  # scores the batch
-        obs, *_ = env.step(masks.numpy().astype(np.int8))  # NEXT_STEP autoreset: new images
+        logits = policy.masking_logits(torch.as_tensor(obs)).detach()
+        draws = ahm_draw(logits, env.core.count, 0.3, generator).numpy()  # ordered picks
+        obs, rewards, *_ = env.step(draws)  # scores the batch
+        obs, *_ = env.step(draws)  # NEXT_STEP autoreset: new images
     return decisions * batch / (time.perf_counter() - start)
 
 

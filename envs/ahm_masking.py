@@ -1,16 +1,22 @@
-"""The AHM masking environment: one image in, one patch mask out, per-patch rewards back.
+"""The AHM masking environment: one image in, an ordered patch draw out, masked losses back.
 
-Source: AHM (IEEE TMI), sections III-IV and Algorithm 1. An episode is a single decision
-(the paper's t = 1 setting): the observation is one image X (C x H x W float32); the action is
-a binary vector over the patches of the consumer model's :class:`~medmask.masking.PatchGrid`
-(1 = masked); the frozen reconstruction network N (pretrained with random masking) rebuilds the
-masked image, and every patch i is rewarded with its own reconstruction loss (AHM eq. 7)::
+Source: AHM (IEEE TMI), sections III-IV and Algorithm 1, with the action and reward of a
+well-posed objective (``medmask.rl._distribution`` and ``_learner`` derive it). An episode is
+a single decision (the paper's t = 1 setting): the observation is one image X (C x H x W
+float32); the action is the ORDERED index vector of the fixed-count mask,
+``MultiDiscrete([N] * k)`` with ``k = floor(mask_ratio * N)`` over the patches of the
+reconstruction model's :class:`~medmask.masking.PatchGrid` (the random share first, then the
+policy's picks in draw order; the environment only needs the set). The frozen
+reconstruction network rebuilds the masked image and the reward is the reconstruction loss of
+the MASKED patches only (the visible patches' outputs were never trained)::
 
-    r_i = L_rec(X'_i, X_i)          (the model interface's ``patch_loss[b, i]``, an L2 mean)
-    r   = (1 / N) * sum_i r_i       (the scalar RLlib reward)
+    L_i = L_rec(X'_i, X_i) for masked i      (the model interface's ``patch_loss[b, i]``)
+    r   = (1 / k) * sum_{i masked} L_i       (the scalar RLlib reward)
 
-The per-patch rewards travel in ``info[PATCH_REWARDS]`` (float32 [N]); the learner pulls them
-from the episode's infos (see ``medmask.rl``) to form one advantage per patch.
+``info[PATCH_REWARDS]`` carries L as float32 [N], 0 on the visible patches; the learner reads
+the picks' losses from it (see ``medmask.rl``). A NaN/inf loss is passed on as it is: raised
+here, in a remote EnvRunner, RLlib would restart the runner and go on; the learner (and
+``medmask.rl.train_policy``) stop the run on it instead, naming the iteration.
 
 Two classes share one core:
 
@@ -18,10 +24,10 @@ Two classes share one core:
 - :class:`AHMMaskingVectorEnv`, a native ``gymnasium.vector.VectorEnv`` that scores all of its
   sub-environments' masks with ONE batched forward of the reconstruction network. RLlib uses it
   through ``gym_env_vectorize_mode="vector_entry_point"`` with ``num_envs_per_env_runner`` > 1,
-  so no EnvRunner ever runs the network one image at a time. (For GPU-less EnvRunners at paper
-  scale, a shared Ray actor holding the network on a GPU could serve ``reward_fn``; not built.)
+  so no EnvRunner ever runs the network one image at a time.
 
-The images come from an array [M, H, W] / [M, C, H, W], a callable ``indices -> images``, or, by
+Any masked reconstruction model with a ``.grid`` serves (the U-Net, the MIM ViT, ...). The
+images come from an array [M, H, W] / [M, C, H, W], a callable ``indices -> images``, or, by
 default, a pool of procedural phantoms (``medmask.data.phantom``); each reset draws an index
 from the env's seeded ``np_random``.
 """
@@ -38,7 +44,7 @@ from gymnasium.vector.utils import batch_space
 
 from medmask import columns as C
 from medmask.data import phantom
-from medmask.masking import PatchGrid
+from medmask.masking import PatchGrid, num_masked
 
 ENV_ID = "medmask/AHMMasking-v0"
 IMAGE_INDEX = "image_index"  # info key: index of the observed image in the source
@@ -130,6 +136,37 @@ class ImagePool:
         return indices, self.get(indices)
 
 
+class EpochWalker:
+    """Walks one shard of the pool in a new permutation every epoch, as the paper counts epochs.
+
+    Shard ``index`` of ``count`` holds the images ``i`` with ``i % count == index`` (disjoint
+    shards, together the whole pool: one per EnvRunner); epoch e's order is a permutation
+    seeded by (seed, e, index), so a run is reproducible and no image repeats within an epoch.
+    """
+
+    def __init__(self, size: int, seed: int = 0, index: int = 0, count: int = 1) -> None:
+        if not 0 <= index < count:
+            raise ValueError(f"shard index must be in [0, {count}), got {index}")
+        self.shard = np.arange(index, size, count, dtype=np.int64)
+        if len(self.shard) == 0:
+            raise ValueError(f"shard {index} of {count} of a pool of {size} images is empty")
+        self.seed, self.index = int(seed), int(index)
+        self.epoch, self._order, self._next = -1, self.shard[:0], 0
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` indices (crossing into the next epoch's permutation if needed)."""
+        out = []
+        while len(out) < n:
+            if self._next >= len(self._order):
+                self.epoch += 1
+                rng = np.random.default_rng([self.seed, self.epoch, self.index])
+                self._order, self._next = rng.permutation(self.shard), 0
+            step = min(n - len(out), len(self._order) - self._next)
+            out.extend(self._order[self._next:self._next + step].tolist())
+            self._next += step
+        return np.asarray(out, np.int64)
+
+
 def _as_chw(images: np.ndarray, what: str) -> np.ndarray:
     if images.ndim == 3:
         images = images[:, None]
@@ -149,6 +186,9 @@ class _MaskingCore:
         num_images: int | None = None,
         data_seed: int = 0,
         device: str = "cpu",
+        mask_ratio: float = 0.75,
+        shard: tuple[int, int] | None = None,
+        walk_seed: int = 0,
     ) -> None:
         self.reward = ReconstructionReward(reconstruction, device)
         self.grid = self.reward.grid
@@ -162,17 +202,49 @@ class _MaskingCore:
             )
         low, high = self.pool.bounds
         self.observation_space = gym.spaces.Box(low, high, self.pool.shape, np.float32)
-        self.action_space = gym.spaces.MultiBinary(self.grid.num_patches)
+        n = self.grid.num_patches
+        self.count = num_masked(n, mask_ratio)
+        if self.count < 1:
+            raise ValueError(f"mask_ratio {mask_ratio} masks no patch of {n}")
+        self.action_space = gym.spaces.MultiDiscrete(np.full(self.count, n, np.int64))
+        self.walker = (EpochWalker(self.pool.size, walk_seed, *shard) if shard is not None
+                       else None)
+
+    def set_shard(self, index: int, count: int, seed: int = 0) -> None:
+        """Walk shard ``index`` of ``count`` from now on (:class:`EpochWalker`)."""
+        self.walker = EpochWalker(self.pool.size, seed, index, count)
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``n`` images: the shard's epoch walk, or random draws without a shard."""
+        if self.walker is None:
+            return self.pool.draw(rng, n)
+        indices = self.walker.take(n)
+        return indices, self.pool.get(indices)
+
+    def masks(self, actions: np.ndarray) -> np.ndarray:
+        """Bool masks [B, N] of ordered draws [B, k] (checked: indices in range, distinct)."""
+        n = self.grid.num_patches
+        draws = np.asarray(actions).reshape(-1, self.count).astype(np.int64)
+        if draws.size and (draws.min() < 0 or draws.max() >= n):
+            raise ValueError(f"patch indices must be in [0, {n}), got {draws.min()}..{draws.max()}")
+        masks = np.zeros((len(draws), n), bool)
+        np.put_along_axis(masks, draws, True, axis=1)
+        repeated = masks.sum(axis=1) != self.count
+        if repeated.any():
+            raise ValueError(f"an action must pick {self.count} distinct patches; rows "
+                             f"{np.flatnonzero(repeated).tolist()} repeat some")
+        return masks
 
     def score(self, images: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(per-patch rewards [B, N], scalar rewards [B]) for images [B, C, H, W], actions."""
-        masks = np.asarray(actions).reshape(len(images), self.grid.num_patches).astype(bool)
-        patch_rewards = self.reward(images, masks)
-        return patch_rewards, patch_rewards.mean(axis=1, dtype=np.float64)
+        """(masked-patch losses [B, N] (0 where visible), scalar rewards [B]) of ordered draws."""
+        masks = self.masks(actions)
+        losses = self.reward(images, masks)
+        losses = np.where(masks, losses, 0.0).astype(np.float32)
+        return losses, losses.sum(axis=1, dtype=np.float64) / self.count
 
 
 class AHMMaskingEnv(gym.Env):
-    """Single-step masking decision on one image; reward = mean per-patch loss (AHM eq. 7).
+    """Single-step masking decision on one image; reward = mean masked-patch loss.
 
     Args:
         reconstruction: the frozen reconstruction network (or a callable building it); its
@@ -181,6 +253,10 @@ class AHMMaskingEnv(gym.Env):
         num_images: index range of a callable source / size of the phantom pool.
         data_seed: phantom dataset seed.
         device: where the reconstruction network runs.
+        mask_ratio: r; the action picks floor(r * N) patches.
+        shard: (index, count): walk that shard of the pool in a per-epoch permutation
+            (:class:`EpochWalker`); None = random draws with the env's ``np_random``.
+        walk_seed: the walk's seed (with the epoch and the shard index).
     """
 
     metadata = {"render_modes": []}
@@ -193,20 +269,29 @@ class AHMMaskingEnv(gym.Env):
         num_images: int | None = None,
         data_seed: int = 0,
         device: str = "cpu",
+        mask_ratio: float = 0.75,
+        shard: tuple[int, int] | None = None,
+        walk_seed: int = 0,
     ) -> None:
         self.core = _MaskingCore(
-            reconstruction, images, num_images=num_images, data_seed=data_seed, device=device
+            reconstruction, images, num_images=num_images, data_seed=data_seed, device=device,
+            mask_ratio=mask_ratio, shard=shard, walk_seed=walk_seed,
         )
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self._image = np.zeros(self.observation_space.shape, np.float32)
         self._index = -1
 
+    def set_shard(self, index: int, count: int, seed: int = 0) -> None:
+        """Walk shard ``index`` of ``count`` of the pool (one per EnvRunner; see
+        :class:`EpochWalker`)."""
+        self.core.set_shard(index, count, seed)
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        indices, images = self.core.pool.draw(self.np_random, 1)
+        indices, images = self.core.draw(self.np_random, 1)
         self._index, self._image = int(indices[0]), images[0]
         return self._image.copy(), {IMAGE_INDEX: self._index}
 
@@ -215,7 +300,7 @@ class AHMMaskingEnv(gym.Env):
         info = {
             C.PATCH_REWARDS: patch_rewards[0],
             IMAGE_INDEX: self._index,
-            MASKED_FRACTION: float(np.mean(action)),
+            MASKED_FRACTION: self.core.count / self.core.grid.num_patches,
         }
         return self._image.copy(), float(reward[0]), True, False, info
 
@@ -230,7 +315,8 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
 
     Args:
         num_envs: sub-environments (images per batched forward).
-        reconstruction, images, num_images, data_seed, device: as :class:`AHMMaskingEnv`.
+        reconstruction, images, num_images, data_seed, device, mask_ratio: as
+            :class:`AHMMaskingEnv`.
     """
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -244,12 +330,16 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
         num_images: int | None = None,
         data_seed: int = 0,
         device: str = "cpu",
+        mask_ratio: float = 0.75,
+        shard: tuple[int, int] | None = None,
+        walk_seed: int = 0,
     ) -> None:
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs!r}")
         self.num_envs = int(num_envs)
         self.core = _MaskingCore(
-            reconstruction, images, num_images=num_images, data_seed=data_seed, device=device
+            reconstruction, images, num_images=num_images, data_seed=data_seed, device=device,
+            mask_ratio=mask_ratio, shard=shard, walk_seed=walk_seed,
         )
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
@@ -258,6 +348,11 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
         self._images = np.zeros((self.num_envs, *self.core.pool.shape), np.float32)
         self._indices = np.full(self.num_envs, -1, np.int64)
         self._needs_reset = np.zeros(self.num_envs, bool)
+
+    def set_shard(self, index: int, count: int, seed: int = 0) -> None:
+        """Walk shard ``index`` of ``count`` of the pool (one per EnvRunner; see
+        :class:`EpochWalker`)."""
+        self.core.set_shard(index, count, seed)
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
@@ -272,6 +367,7 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = np.asarray(actions).reshape(self.num_envs, -1)
         n = self.core.grid.num_patches
+        fraction = np.full(self.num_envs, self.core.count / n)
         rewards = np.zeros(self.num_envs, np.float64)
         terminated = np.zeros(self.num_envs, bool)
         patch_rewards = np.zeros((self.num_envs, n), np.float32)
@@ -287,13 +383,13 @@ class AHMMaskingVectorEnv(gym.vector.VectorEnv):
         self._needs_reset = terminated.copy()
         info = _vector_info({IMAGE_INDEX: self._indices.copy()})
         info |= _vector_info(
-            {C.PATCH_REWARDS: patch_rewards, MASKED_FRACTION: actions.mean(axis=1)}, acting
+            {C.PATCH_REWARDS: patch_rewards, MASKED_FRACTION: fraction}, acting
         )
         return observations, rewards, terminated, np.zeros(self.num_envs, bool), info
 
     def _redraw(self, which: np.ndarray) -> None:
         if which.any():
-            indices, images = self.core.pool.draw(self.np_random, int(which.sum()))
+            indices, images = self.core.draw(self.np_random, int(which.sum()))
             self._indices[which], self._images[which] = indices, images
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from medmask.console import LOG_FILE_ENV, VERBOSE_ENV, rllib_log_file, route_rllib_chatter
 from medmask.tracking import Tracker
 
 log = logging.getLogger("medmask")
@@ -41,20 +42,44 @@ def to_dict(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def init_ray(cluster: DictConfig) -> None:
+def init_ray(cluster: DictConfig, verbose: bool = True, attempts: int = 2) -> None:
     """Connect to the cluster (``address``, or ``RAY_ADDRESS`` under ``ray job submit``) or
-    start a local Ray."""
+    start a local Ray.
+
+    ``verbose=False`` routes RLlib's chatter to ``outputs/logs/rllib.log`` in the driver and
+    in every worker (``medmask.console``). A local start that times out (a raylet or the GCS
+    too slow on a loaded machine) is retried ``attempts`` times in all.
+    """
     import ray
+
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ[LOG_FILE_ENV] = str(rllib_log_file())  # workers write to the same file
+    os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+    hook = None if verbose else {"worker_process_setup_hook":
+                                 "medmask.console.quiet_worker_setup"}
     address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=hook)
     else:
-        ray.init(num_cpus=cluster.get("num_cpus"), dashboard_host="127.0.0.1")
-    log.info("Ray resources: %s", ray.cluster_resources())
+        for attempt in range(1, attempts + 1):
+            try:
+                ray.init(num_cpus=cluster.get("num_cpus"), dashboard_host="127.0.0.1",
+                         runtime_env=hook)
+                break
+            except Exception as error:  # Ray raises a bare Exception on a startup timeout
+                if "timed out during startup" not in str(error) or attempt == attempts:
+                    raise
+                log.warning("Ray did not start in time (%s); retrying", error)
+                ray.shutdown()
+    import ray.data  # noqa: F401  (Ray's libraries set up their console handlers on import)
+    import ray.train  # noqa: F401
+
+    path = route_rllib_chatter(verbose)
+    log.info("Ray resources: %s%s", ray.cluster_resources(),
+             "" if verbose else f"; RLlib's log lines go to {path}")
 
 
 def make_tracker(tracking: DictConfig) -> Any:

@@ -3,7 +3,7 @@
     python experiments/sweep.py                                  # sweep=masking_ratio (quick)
     python experiments/sweep.py sweep.space.ratio=[0.15,0.3,0.45,0.6,0.75,0.9]   # RGMIM Table 3
     python experiments/sweep.py sweep=label_fraction                              # RGMIM Table 2
-    python experiments/sweep.py sweep=ahm_random_share sweep.strategies.ahm.policy_checkpoint=P
+    python experiments/sweep.py sweep=ahm_share_one_policy sweep.strategies.ahm.policy_checkpoint=P
     python experiments/sweep.py tracking=server tracking.uri=http://127.0.0.1:5000 cluster=ray
 
 Each trial fits the pretraining and fine-tuning TorchTrainers (medmask.tune); an interrupted

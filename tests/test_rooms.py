@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = (ROOT / "platform" / "medmask", ROOT / "envs", ROOT / "experiments")
 FIRST_PARTY = ("medmask", "envs", "experiments", "_common", "_mim")
-LEAF_MODULES = ("medmask", "medmask.columns", "medmask.keyed", "medmask.registry")
+LEAF_MODULES = ("medmask", "medmask.columns", "medmask.keyed", "medmask.registry",
+                "medmask.console")
 
 # room -> the rooms it may import (the leaf vocabulary is open to every room)
 ALLOWED: dict[str, set[str]] = {
@@ -162,3 +163,13 @@ def test_ray_workers_import_this_clone(ray_session):
 
     path = Path(ray.get(where.remote())).resolve()
     assert path.is_relative_to(ROOT / "platform"), f"a Ray worker imported medmask from {path}"
+
+
+def test_no_room_imports_another_rooms_private_modules():
+    private = []
+    for module, imported, _, _, line_no in first_party_imports():
+        parts = imported.split(".")
+        if (len(parts) > 2 and parts[0] == "medmask" and parts[2].startswith("_")
+                and room_of(module) != room_of(imported)):
+            private.append(f"{module}:{line_no}: {imported}")
+    assert not private, "imports of another room's private modules:\n" + "\n".join(private)

@@ -22,6 +22,22 @@ def test_ahm_quick_default_model_follows_the_data_size() -> None:
     assert cfg["model"]["params"] == {"img_size": 32, "patch_size": 8}
     assert cfg["policy"]["random_share"] == 0.3 and cfg["masking"]["ratio"] == 0.75
     assert set(cfg["segmentation"]["methods"]) == {"ahm", "random", "scratch"}
+    assert cfg["data"]["variant"] == "classic"  # the phantom the AHM quick default is tuned on
+    assert cfg["verbose"] is False and cfg["policy"]["credit"] == "myopic"
+    assert "weighting" not in cfg["policy"]
+
+
+def test_ahm_rejects_a_phantom_variant_the_generator_cannot_make() -> None:
+    import inspect
+
+    from medmask.data import phantom
+    from medmask.train._ahm_study import check_phantom_variant
+
+    check_phantom_variant({"name": "phantom", "variant": "classic"})
+    check_phantom_variant({"name": "lgg_slices", "variant": "cluttered"})  # not a phantom
+    if "variant" not in inspect.signature(phantom.generate).parameters:
+        with pytest.raises(ValueError, match="classic"):
+            check_phantom_variant({"name": "phantom", "variant": "cluttered"})
 
 
 def test_ahm_paper_setting() -> None:

@@ -39,12 +39,12 @@ def test_label_fraction_sweeps_fractions():
     assert spec.x == "fraction" and spec.space["fraction"] == [0.1, 0.5, 1.0]
 
 
-def test_ahm_random_share_needs_a_policy_checkpoint(tmp_path):
+def test_ahm_share_one_policy_needs_a_policy_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="policy_checkpoint"):
-        sweep_experiment.sweep_settings(_compose("sweep=ahm_random_share"))
+        sweep_experiment.sweep_settings(_compose("sweep=ahm_share_one_policy"))
     policy = tmp_path / "policy.pt"
     _, spec = sweep_experiment.sweep_settings(_compose(
-        "sweep=ahm_random_share", f"sweep.strategies.ahm.policy_checkpoint={policy}"))
+        "sweep=ahm_share_one_policy", f"sweep.strategies.ahm.policy_checkpoint={policy}"))
     assert spec.x == "random_share" and spec.space["random_share"][0] == 0.0
 
 

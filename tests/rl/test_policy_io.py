@@ -27,7 +27,7 @@ def test_round_trip_keeps_config_and_outputs(tmp_path) -> None:
     loaded = load_policy(tmp_path / "run")
     assert loaded.config == net.config and not loaded.training
     images = torch.rand(3, 1, 32, 32)
-    torch.testing.assert_close(loaded.patch_probabilities(images), net.patch_probabilities(images))
+    torch.testing.assert_close(loaded.masking_logits(images), net.masking_logits(images))
 
 
 def test_bad_checkpoints_name_the_file(tmp_path) -> None:

@@ -17,6 +17,7 @@ from medmask.tracking import (
     run_name,
     standard_tags,
 )
+from medmask.tracking._tracker import NONFINITE_COUNT_TAG, NONFINITE_NAMES_TAG
 
 
 def test_run_names_say_what_they_are():
@@ -64,7 +65,10 @@ def test_study_trial_stage_tree_read_back(mlflow_uri, tmp_path):
     assert stage_run.data.params["nested.long"].endswith("...[truncated]")
     history = client.get_metric_history(stage_run.info.run_id, "train/loss")
     assert [m.value for m in history] == pytest.approx([1.0, 0.5, 1 / 3])
-    assert "bad" not in stage_run.data.metrics
+    assert "bad" not in stage_run.data.metrics  # not logged, but counted (3 epochs)
+    assert stage_run.data.tags[NONFINITE_COUNT_TAG] == "3"
+    assert stage_run.data.tags[NONFINITE_NAMES_TAG] == "bad"
+    assert NONFINITE_COUNT_TAG not in runs["ratio-study"].data.tags
     files = {f.path for f in client.list_artifacts(stage_run.info.run_id)}
     assert {"gallery.png", "tables", "counts.json"} <= files
     table = client.download_artifacts(stage_run.info.run_id, "tables/summary.csv", str(tmp_path))

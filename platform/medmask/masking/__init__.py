@@ -4,7 +4,9 @@ No Ray, no MLflow, no file I/O in this room. Public API:
 
 - :class:`PatchGrid`: the geometry of patches, pooling of pixel maps to patches.
 - :func:`random_mask`, :func:`apply_patch_mask`: MAE random masking and pixel zeroing.
-- :func:`ahm_mask`: AHM's fixed-count, part-random, part-loss-guided sampler (``ahm`` strategy).
+- :func:`ahm_mask`, :func:`ahm_draw`, :func:`plackett_luce_log_prob`, :func:`inclusion_rate`:
+  AHM's fixed-count sampler (a random share, then a Plackett-Luce draw on the policy's
+  logits; the ordered draw and its exact log-prob; ``ahm`` strategy).
 - :func:`region_guided_mask`, :func:`patch_validity`: RGMIM region-guided masking (``rgmim``).
 - :func:`sample_from_scores`: fixed-count sampling in proportion to per-patch scores.
 - :func:`epoch_masks`: a strategy's masks for one training epoch (keyed per image).
@@ -17,7 +19,18 @@ No Ray, no MLflow, no file I/O in this room. Public API:
 """
 
 from medmask.masking import _strategies  # noqa: F401  (fills the registry)
-from medmask.masking._ahm import ahm_mask
+from medmask.masking._ahm import (
+    ahm_draw,
+    ahm_mask,
+    available_before,
+    check_random_share,
+    draw_to_mask,
+    inclusion_rate,
+    masked_log_softmax,
+    num_random,
+    plackett_luce_log_prob,
+    policy_logits,
+)
 from medmask.masking._anatomical import anatomical_mask, combined_heatmap
 from medmask.masking._contour import DEFAULT_STRUCTURES, contour_bands, contour_overlay
 from medmask.masking._epoch import epoch_masks
@@ -54,6 +67,11 @@ from medmask.masking._registry import (
 from medmask.masking._validate import check_ratio, num_masked
 
 __all__ = [
+    "policy_logits",
+    "num_random",
+    "masked_log_softmax",
+    "check_random_share",
+    "available_before",
     "MASK_STRATEGIES",
     "PIXEL_MASKERS",
     "ANATOMY_LABELS",
@@ -63,7 +81,11 @@ __all__ = [
     "PixelMaskResult",
     "PixelMasker",
     "RegionGuidedStats",
+    "ahm_draw",
     "ahm_mask",
+    "draw_to_mask",
+    "inclusion_rate",
+    "plackett_luce_log_prob",
     "anatomical_mask",
     "anatomy_region",
     "apply_patch_mask",

@@ -6,14 +6,16 @@ actor-critic here: ``num_env_runners`` EnvRunners sample in parallel (A3C's work
 running ``num_envs_per_env_runner`` environments as ONE batched vector env (the reconstruction
 network scores all of them in one forward).
 
-An "epoch" is one pass over the image pool: ``images_per_epoch`` env steps (one image per
-single-step episode). RLlib schedules the learning rate on sampled env steps, so the paper's
-step decay becomes a piecewise schedule with a drop every ``25 * images_per_epoch`` steps.
+An "epoch" is one pass over the image pool: ``images_per_epoch`` images. The schedules run on
+TRAINED images (:class:`~medmask.rl._learner.AHMLearner` hands RLlib's schedulers that count
+instead of sampled env steps, which APPO may drop or reuse), so the paper's step decay is a
+piecewise schedule with a drop every ``25 * images_per_epoch`` trained images.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from ray.rllib.algorithms.algorithm import Algorithm
@@ -22,7 +24,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from medmask.rl._connector import AddPatchRewardsFromInfos
-from medmask.rl._learner import AHMLearner
+from medmask.rl._learner import AHMLearner, check_credit
 from medmask.rl._module import AHMPolicyModule, MaskingPolicyNet
 
 
@@ -64,7 +66,7 @@ def ahm_appo_config(
     images_per_epoch: int = 256,
     mask_ratio: float = 0.75,
     random_share: float = 0.3,
-    weighting: str = "probability",
+    credit: str = "myopic",
     channels: int = 16,
     head_depth: int = 3,
     trunk: str = "conv",
@@ -73,7 +75,6 @@ def ahm_appo_config(
     entropy_coeff: float = 0.0,
     clip_param: float = 0.4,
     use_kl_loss: bool = False,
-    center_advantages: bool = False,
     grad_clip: float | None = 40.0,
     min_time_s_per_iteration: float = 1.0,
     seed: int | None = None,
@@ -82,7 +83,8 @@ def ahm_appo_config(
 
     Args:
         env: the registered env id (``envs.ENV_ID``) or an env creator callable.
-        env_config: the environment's parameters (reconstruction network, images, ...).
+        env_config: the environment's parameters (reconstruction network, images, ...);
+            ``mask_ratio`` is set from ``mask_ratio`` (the action's length follows it).
         num_env_runners: asynchronous EnvRunner actors (0 = sample on the driver).
         num_envs_per_env_runner: environments per EnvRunner, scored in one batched forward.
         num_cpus_per_env_runner: CPUs reserved per EnvRunner (0.5 lets 2 fit beside the
@@ -91,14 +93,12 @@ def ahm_appo_config(
         lr, lr_decay, lr_decay_every_epochs, max_epochs, images_per_epoch: the paper's
             Adam schedule (see module docstring).
         mask_ratio, random_share: the action sampler (AHM: 0.75 and p = 0.3).
-        weighting: ``"probability"`` (AHM) or ``"odds"``: what the loss-guided part of the
-            sampler is proportional to (see ``medmask.masking._ahm.sampling_weights``).
+        credit: ``"myopic"`` or ``"to_go"`` (``medmask.rl._learner`` derives both).
         channels, head_depth, trunk, patch_size: the network (AHM Table III; tiny widths).
         vf_loss_coeff: weight of the value loss (1 = eq. 12's plain sum).
-        entropy_coeff: per-patch entropy bonus (0 in the paper).
-        clip_param: APPO's per-patch surrogate clip.
-        use_kl_loss: APPO's KL penalty to the target network (per patch, averaged).
-        center_advantages: subtract each image's mean advantage over its patches.
+        entropy_coeff: per-pick entropy bonus (0 in the paper).
+        clip_param: APPO's per-pick surrogate clip.
+        use_kl_loss: APPO's KL penalty to the target network (per pick, averaged).
         grad_clip: global-norm gradient clip (None = off).
         min_time_s_per_iteration: lower bound of one ``algo.train()`` (RLlib default 10 s).
         seed: RLlib's seed for EnvRunners and the learner.
@@ -114,12 +114,12 @@ def ahm_appo_config(
         "patch_size": patch_size,
         "mask_ratio": mask_ratio,
         "random_share": random_share,
-        "weighting": weighting,
     }
+    check_credit(credit)
     return (
         APPOConfig()
         .framework("torch")
-        .environment(env, env_config=env_config)
+        .environment(env, env_config={**env_config, "mask_ratio": mask_ratio})
         .env_runners(
             num_env_runners=num_env_runners,
             num_envs_per_env_runner=num_envs_per_env_runner,
@@ -134,7 +134,7 @@ def ahm_appo_config(
             num_learners=0,
             learner_class=AHMLearner,
             learner_connector=lambda obs_space, act_space: [AddPatchRewardsFromInfos()],
-            learner_config_dict={"center_advantages": center_advantages},
+            learner_config_dict={"credit": credit},
         )
         .rl_module(rl_module_spec=RLModuleSpec(module_class=AHMPolicyModule,
                                                model_config=model_config))
@@ -148,9 +148,28 @@ def ahm_appo_config(
             grad_clip=grad_clip,
             gamma=0.0,  # single-step episodes: nothing to discount
         )
+        .callbacks(on_environment_created=functools.partial(
+            shard_image_pool, seed=0 if seed is None else int(seed)))
         .reporting(min_time_s_per_iteration=min_time_s_per_iteration)
         .debugging(seed=seed)
     )
+
+
+def shard_image_pool(*, env_runner: Any, env: Any, env_context: Any, seed: int = 0,
+                     **kwargs: Any) -> None:
+    """RLlib's ``on_environment_created``: EnvRunner w (1..n) walks shard w - 1 of n of the
+    pool, a new permutation per epoch seeded by (seed, epoch, runner): disjoint shards, every
+    image once per epoch, as the paper counts epochs. The driver's local runner (w = 0, which
+    samples only without remote runners) walks shard 0 of 1."""
+    count = max(int(getattr(env_context, "num_workers", 0) or 0), 1)
+    index = max(int(getattr(env_context, "worker_index", 0) or 0) - 1, 0)
+    if int(getattr(env_context, "worker_index", 0) or 0) == 0:
+        index, count = 0, 1
+    target = getattr(env, "unwrapped", env)
+    for candidate in (env, getattr(env, "env", None), target):
+        if hasattr(candidate, "set_shard"):
+            candidate.set_shard(index, count, seed)
+            return
 
 
 def trained_policy_net(algo: Algorithm, module_id: str = DEFAULT_MODULE_ID) -> MaskingPolicyNet:

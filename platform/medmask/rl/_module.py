@@ -1,11 +1,17 @@
 """The adaptive hard masking network (AHM Table III) as an RLlib RLModule.
 
-Source: AHM section IV-A and Table III. A feature extraction network (conv + BN + ReLU; an input
-layer, log2(P) stride-2 downsampling layers to the patch grid's resolution, an output layer; a
-VGG16 trunk by config) feeds two heads of the same shape: the policy head (3 x conv-BN-ReLU, a
-conv to one channel, a sigmoid: the probability of masking each patch, read as the predicted
-difficulty of reconstructing it) and the value head (3 x conv-BN-ReLU, a conv: V(s_i) per
-patch). Every patch is an agent and all agents share these parameters (section IV-B).
+Source: AHM section IV-A and Table III. A feature extraction network (conv + norm + ReLU; an
+input layer, log2(P) stride-2 downsampling layers to the patch grid's resolution, an output
+layer; a VGG16 trunk by config) feeds two heads of the same shape: the policy head (3 x
+conv-norm-ReLU, a conv to one channel: the logit z_i of the Plackett-Luce draw,
+:mod:`medmask.rl._distribution`) and the value head (3 x conv-norm-ReLU, a conv: V_i, the
+reconstruction loss patch i would have if masked, AHM Fig. 8's predicted loss). Every patch is
+an agent and all agents share these parameters (section IV-B).
+
+Normalization is GroupNorm (the paper's BatchNorm has two modes: EnvRunners would compute the
+behaviour policy in eval mode and the learner the current and target policies with batch
+statistics over a few images, so importance ratios would differ from 1 even on-policy).
+GroupNorm has one mode: behaviour, current and target policies compute the same function.
 
 :class:`MaskingPolicyNet` is the plain torch network (what a pretraining run loads for the
 ``ahm`` mask strategy); :class:`AHMPolicyModule` wraps it for RLlib (``ValueFunctionAPI`` and
@@ -17,6 +23,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.utils import make_target_network
@@ -28,17 +36,23 @@ from ray.rllib.core.rl_module.apis import (
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
-from medmask.masking import PatchGrid
-from medmask.rl._distribution import PatchBernoulli, patch_distribution
+from medmask.masking import PatchGrid, num_masked
+from medmask.rl._distribution import PlackettLuceMask, mask_distribution
 
 TRUNKS = ("conv", "vgg16")
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    """Conv2d(3x3) + BatchNorm2d + ReLU, the unit of every layer of AHM Table III."""
+def norm_groups(channels: int) -> int:
+    """GroupNorm groups for ``channels``: the largest of 8, 4, 2, 1 that divides it."""
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+def conv_norm_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    """Conv2d(3x3) + GroupNorm + ReLU, the unit of every layer of AHM Table III (module
+    docstring: GroupNorm in place of BatchNorm, one mode everywhere)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
+        nn.GroupNorm(norm_groups(out_channels), out_channels),
         nn.ReLU(inplace=True),
     )
 
@@ -114,9 +128,9 @@ class MaskingPolicyNet(nn.Module):
 
     @staticmethod
     def _conv_trunk(in_chans: int, channels: int, stages: int) -> nn.Sequential:
-        layers = [conv_bn_relu(in_chans, channels)]  # input layer
-        layers += [conv_bn_relu(channels, channels, stride=2) for _ in range(stages)]
-        layers.append(conv_bn_relu(channels, channels))  # output layer
+        layers = [conv_norm_relu(in_chans, channels)]  # input layer
+        layers += [conv_norm_relu(channels, channels, stride=2) for _ in range(stages)]
+        layers.append(conv_norm_relu(channels, channels))  # output layer
         return nn.Sequential(*layers)
 
     @staticmethod
@@ -131,18 +145,17 @@ class MaskingPolicyNet(nn.Module):
             pools += isinstance(layer, nn.MaxPool2d)
         out_in = [m.out_channels for m in body if isinstance(m, nn.Conv2d)][-1] if body else 3
         first = nn.Conv2d(in_chans, 3, 1) if in_chans != 3 else nn.Identity()
-        return nn.Sequential(first, *body, conv_bn_relu(out_in, channels))
+        return nn.Sequential(first, *body, conv_norm_relu(out_in, channels))
 
     @staticmethod
     def _head(channels: int, depth: int) -> nn.Sequential:
-        """conv-BN-ReLU x depth, then a 1x1 conv to one channel that starts at zero.
+        """conv-norm-ReLU x depth, then a 1x1 conv to one channel that starts at zero.
 
-        Zero-initialized output: pi = 0.5 and V = 0 on every patch at the start. A default
-        init puts V around 0.1-0.5 while per-patch L2 rewards are ~1e-2; the critic then
-        needs thousands of updates to come down, and since the masks are not drawn from pi
-        (see ``_distribution``), a biased baseline biases the policy gradient meanwhile.
+        Zero-initialized output: equal logits (a uniform first draw) and V = 0 on every patch
+        at the start; a default init puts V around 0.1-0.5 while per-patch L2 losses are
+        ~1e-2, and the critic would need many updates to come down.
         """
-        layers = [conv_bn_relu(channels, channels) for _ in range(depth)]
+        layers = [conv_norm_relu(channels, channels) for _ in range(depth)]
         out = nn.Conv2d(channels, 1, 1)
         nn.init.zeros_(out.weight)
         nn.init.zeros_(out.bias)
@@ -166,16 +179,20 @@ class MaskingPolicyNet(nn.Module):
         return head(features).flatten(1)[:, : self.grid.num_patches]
 
     def policy_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Per-patch logits [B, N]; sigmoid(logits) = pi(mask patch i | s_i)."""
+        """Per-patch logits z [B, N] of the Plackett-Luce draw (weights exp(z))."""
         return self._per_patch(self.policy_head, features)
 
     def patch_values(self, features: torch.Tensor) -> torch.Tensor:
-        """Per-patch state values V(s_i), [B, N]."""
+        """V_i, the predicted masked reconstruction loss of every patch, [B, N]."""
         return self._per_patch(self.value_head, features)
 
-    def patch_probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """pi(mask patch i | s_i) in (0, 1), [B, N]: the policy head with its sigmoid."""
-        return torch.sigmoid(self.policy_logits(self.features(images)))
+    def masking_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits z [B, N] on images [B, C, H, W] (what the ``ahm`` mask strategy draws on)."""
+        return self.policy_logits(self.features(images))
+
+    def predicted_loss(self, images: torch.Tensor) -> torch.Tensor:
+        """V [B, N] on images: the value head's per-patch masked-loss prediction."""
+        return self.patch_values(self.features(images))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy logits [B, N], values [B, N])."""
@@ -188,11 +205,11 @@ class AHMPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
 
     ``model_config`` keys (all optional): ``channels`` (16), ``head_depth`` (3), ``trunk``
     (``"conv"``), ``patch_size`` (else the grid is laid out from the action's patch count),
-    ``mask_ratio`` (0.75), ``random_share`` (0.3) and ``weighting`` (``"probability"``) of the
-    action sampler.
+    ``mask_ratio`` (0.75) and ``random_share`` (0.3) of the action sampler. The action space
+    is ``MultiDiscrete([N] * k)``, ``k = floor(mask_ratio * N)`` (the ordered draw).
 
     Outputs: ``ACTION_DIST_INPUTS`` = per-patch logits [B, N] (the sampler and the log-probs
-    of :class:`~medmask.rl._distribution.PatchBernoulli`); ``EMBEDDINGS`` = trunk features,
+    of :class:`~medmask.rl._distribution.PlackettLuceMask`); ``EMBEDDINGS`` = trunk features,
     reused by the value head in the loss. :meth:`compute_values` gives the mean over patches
     [B] (the value of RLlib's scalar reward), :meth:`compute_patch_values` the per-patch [B, N]
     that the AHM loss uses.
@@ -201,7 +218,11 @@ class AHMPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     def setup(self) -> None:
         cfg = dict(self.model_config or {})
         chans, height, width = self.observation_space.shape
-        n = int(self.action_space.n)
+        if not isinstance(self.action_space, gym.spaces.MultiDiscrete):
+            raise ValueError(f"the AHM module needs a MultiDiscrete([N] * k) action space (the "
+                             f"ordered draw), got {self.action_space}")
+        nvec = np.asarray(self.action_space.nvec).reshape(-1)
+        n, k = int(nvec[0]), len(nvec)
         patch_size = cfg.get("patch_size")
         grid = (
             PatchGrid(height, width, patch_size=int(patch_size))
@@ -212,10 +233,14 @@ class AHMPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
             raise ValueError(f"{grid} has {grid.num_patches} patches, the action space has {n}")
         self.mask_ratio = float(cfg.get("mask_ratio", 0.75))
         self.random_share = float(cfg.get("random_share", 0.3))
-        self.weighting = str(cfg.get("weighting", "probability"))
-        self._dist_cls = patch_distribution(
-            self.mask_ratio, self.random_share, weighting=self.weighting
-        )
+        if "weighting" in cfg:
+            raise ValueError("the AHM policy has no 'weighting' option any more: the draw is "
+                             "Plackett-Luce on the logits (weights exp(z))")
+        if num_masked(n, self.mask_ratio) != k:
+            raise ValueError(f"the action has {k} picks but floor({self.mask_ratio} * {n}) = "
+                             f"{num_masked(n, self.mask_ratio)}: env and module disagree on "
+                             "the mask ratio")
+        self._dist_cls = mask_distribution(self.mask_ratio, self.random_share)
         self.net = MaskingPolicyNet(
             chans, grid, channels=int(cfg.get("channels", 16)),
             head_depth=int(cfg.get("head_depth", 3)), trunk=str(cfg.get("trunk", "conv")),
@@ -233,9 +258,9 @@ class AHMPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
             Columns.EMBEDDINGS: feats,
         }
 
-    def patch_probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """pi(mask patch i | s_i), [B, N] (what the ``ahm`` mask strategy samples from)."""
-        return self.net.patch_probabilities(images)
+    def masking_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits z [B, N] (what the ``ahm`` mask strategy draws on)."""
+        return self.net.masking_logits(images)
 
     # -- ValueFunctionAPI -----------------------------------------------------------------
     def compute_patch_values(
@@ -263,11 +288,11 @@ class AHMPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
         return {TARGET_NETWORK_ACTION_DIST_INPUTS: self._target_net.policy_logits(feats)}
 
     # -- action distributions -------------------------------------------------------------
-    def get_inference_action_dist_cls(self) -> type[PatchBernoulli]:
+    def get_inference_action_dist_cls(self) -> type[PlackettLuceMask]:
         return self._dist_cls
 
-    def get_exploration_action_dist_cls(self) -> type[PatchBernoulli]:
+    def get_exploration_action_dist_cls(self) -> type[PlackettLuceMask]:
         return self._dist_cls
 
-    def get_train_action_dist_cls(self) -> type[PatchBernoulli]:
+    def get_train_action_dist_cls(self) -> type[PlackettLuceMask]:
         return self._dist_cls

@@ -1,23 +1,17 @@
 """AHM mask sampling from a policy: the RL side of :func:`medmask.masking.ahm_mask`.
 
-The sampler itself (fixed count floor(ratio * N), a share p uniform, the rest by Gumbel-top-k on
-the policy's per-patch probabilities; AHM section IV-A) lives in the masking room as pure torch,
-so pretraining runs use it through the registry (``create_mask_strategy("ahm", policy=...)``)
+The sampler itself (fixed count floor(ratio * N), a share p uniform, the rest a Plackett-Luce
+draw on the policy's logits; AHM section IV-A) lives in the masking room as pure torch, so
+pretraining runs use it through the registry (``create_mask_strategy("ahm", policy=...)``)
 without importing Ray. This module adds what the RL side and the figures need: masks together
-with the probabilities they were drawn from.
+with the logits they were drawn from.
 """
 
 from __future__ import annotations
 
 import torch
 
-from medmask.masking import PatchGrid, ahm_mask
-from medmask.masking._ahm import (
-    fixed_count_sample,
-    num_random,
-    policy_scores,
-    sampling_weights,
-)
+from medmask.masking import PatchGrid, ahm_draw, ahm_mask, inclusion_rate, num_random, policy_logits
 
 
 def sample_policy_masks(
@@ -27,24 +21,16 @@ def sample_policy_masks(
     ratio: float = 0.75,
     random_share: float = 0.3,
     generator: torch.Generator | None = None,
-    weighting: str = "probability",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(masks bool [B, N], probabilities [B, N]) of a policy on images [B, C, H, W].
+    """(masks bool [B, N], logits z [B, N]) of a policy on images [B, C, H, W].
 
-    The probabilities are the policy head's sigmoid, pi(mask i | s_i), i.e. the predicted
-    difficulty map of AHM Fig. 8; the masks are :func:`ahm_mask` draws from them.
+    The masks are :func:`ahm_mask` draws on z (AHM Fig. 8's "masking probability" of a patch
+    is its inclusion rate over such draws, :func:`medmask.masking.inclusion_rate`).
     """
-    probabilities = policy_scores(policy, images)
+    logits = policy_logits(policy, images)
     if generator is not None:
-        probabilities = probabilities.to(generator.device)
-    weights = sampling_weights(probabilities, weighting)
-    return ahm_mask(weights, grid, ratio, random_share, generator), probabilities
+        logits = logits.to(generator.device)
+    return ahm_mask(logits, grid, ratio, random_share, generator), logits
 
 
-__all__ = [
-    "ahm_mask",
-    "fixed_count_sample",
-    "num_random",
-    "sample_policy_masks",
-    "sampling_weights",
-]
+__all__ = ["ahm_draw", "ahm_mask", "inclusion_rate", "num_random", "sample_policy_masks"]

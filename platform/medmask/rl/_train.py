@@ -24,31 +24,48 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medmask.console import route_rllib_chatter
 from medmask.masking import create_mask_strategy
 from medmask.models import masked_mean_loss
 from medmask.rl._config import trained_policy_net
 from medmask.rl._module import MaskingPolicyNet
+from medmask.rl._numerics import NonFiniteError, check_finite, check_finite_metrics
 
 LEARNER_METRICS = {  # RLlib learner key -> logged name
     "policy_loss": "losses/policy_loss",
     "vf_loss": "losses/value_loss",
     "entropy": "losses/entropy",
-    "mean_patch_reward": "charts/mean_patch_reward",
+    "mean_pick_loss": "charts/mean_pick_loss",
+    "mean_pick_value": "charts/mean_pick_value",
     "mean_kl_loss": "losses/kl",
+    "log_rho_mean": "charts/log_rho_mean",
+    "log_rho_std": "charts/log_rho_std",
+    "log_rho_product": "charts/log_rho_product",
+    "gradients_default_optimizer_global_norm": "losses/grad_norm",
+    "num_module_steps_trained": "charts/module_steps_trained",
 }
+TRAINED = "charts/module_steps_trained"
+UPDATES = "charts/updates"  # trained updates so far (lifetime)
 REWARD = "charts/mean_reward"
 SPS = "charts/SPS"
 ENV_STEPS = "charts/env_steps"
 ALGO_DIR = "algo"
+# Logged quantities that must be finite in an iteration that trained (RLlib reports NaN for the
+# learner's metrics of an iteration without an update, and for the reward of one without an
+# episode); inf is an error always.
+MUST_BE_FINITE = ("losses/policy_loss", "losses/value_loss", "losses/entropy",
+                  "losses/grad_norm", "charts/mean_pick_loss")
 
 
 @dataclass(frozen=True)
 class PolicyBudget:
-    """When policy training stops: the first of the epoch cap, iterations or wall time.
+    """When policy training stops: the first of the epoch cap, updates, iterations or time.
 
     Attributes:
         max_epochs: AHM's cap (200); one epoch = ``images_per_epoch`` env steps.
         images_per_epoch: env steps (images) per epoch.
+        max_updates: cap on trained updates (trained steps / train batch; None = no cap):
+            APPO drops or reuses sampled batches, so only this fixes how much was learned.
         max_iterations: cap on ``algo.train()`` calls (None = no cap).
         time_budget_s: wall-clock cap in seconds (None = no cap).
         checkpoint_every: iterations between algorithm checkpoints (0 = none).
@@ -56,6 +73,7 @@ class PolicyBudget:
 
     max_epochs: int = 200
     images_per_epoch: int = 256
+    max_updates: int | None = None
     max_iterations: int | None = None
     time_budget_s: float | None = None
     checkpoint_every: int = 10
@@ -65,21 +83,56 @@ class PolicyBudget:
         return int(self.max_epochs) * int(self.images_per_epoch)
 
 
+def _count(value: Any) -> int | None:
+    """A step count as an int, or None when missing, NaN or inf (RLlib reports NaN for
+    counters of an iteration that sampled nothing)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) else None
+
+
 def iteration_metrics(result: dict[str, Any], seconds: float, previous_steps: int
                       ) -> tuple[dict[str, float], int]:
-    """The logged metrics of one ``algo.train()`` result and the lifetime env-step count."""
-    runners = result.get("env_runners", {})
-    learner = result.get("learners", {}).get("default_policy", {})
+    """The logged metrics of one ``algo.train()`` result and the lifetime env-step count.
+
+    Tolerates iterations that sampled nothing: a missing or NaN ``num_env_steps_sampled``
+    falls back to the lifetime counter's increase, then to 0; a missing episode mean is NaN
+    (the tracker counts NaN metrics in a tag instead of logging them).
+    """
+    runners = result.get("env_runners", {}) or {}
+    learner = (result.get("learners", {}) or {}).get("default_policy", {}) or {}
     # Count this iteration's steps (a restored algorithm may restart its lifetime counters).
-    sampled = runners.get("num_env_steps_sampled")
+    sampled = _count(runners.get("num_env_steps_sampled"))
     if sampled is None:
-        sampled = max(int(runners.get("num_env_steps_sampled_lifetime", 0) or 0) - previous_steps,
-                      0)
-    steps = previous_steps + int(sampled or 0)
-    metrics = {REWARD: runners.get("episode_return_mean", math.nan), ENV_STEPS: steps,
-               SPS: (steps - previous_steps) / max(seconds, 1e-9)}
+        lifetime = _count(runners.get("num_env_steps_sampled_lifetime"))
+        sampled = max(lifetime - previous_steps, 0) if lifetime is not None else 0
+    steps = previous_steps + max(sampled, 0)
+    reward = runners.get("episode_return_mean")
+    metrics: dict[str, Any] = {
+        REWARD: math.nan if reward is None else reward, ENV_STEPS: steps,
+        SPS: (steps - previous_steps) / max(seconds, 1e-9)}
     metrics.update({name: learner[key] for key, name in LEARNER_METRICS.items() if key in learner})
     return {k: float(v) for k, v in metrics.items() if v is not None}, steps
+
+
+def check_iteration(metrics: dict[str, float], iteration: int, sampled: int) -> None:
+    """Raise :class:`NonFiniteError` naming the iteration and the quantity that is NaN/inf.
+
+    NaN is tolerated where RLlib has nothing to report: learner metrics of an iteration that
+    trained no step, the reward of one that sampled none.
+    """
+    where = f"policy training, iteration {iteration}"
+    trained = metrics.get(TRAINED, math.nan)
+    if math.isfinite(trained) and trained > 0:
+        check_finite_metrics(metrics, MUST_BE_FINITE, where)
+    for name in MUST_BE_FINITE:
+        if math.isinf(metrics.get(name, 0.0)):
+            check_finite(name, metrics[name], where)
+    reward = metrics.get(REWARD, math.nan)
+    if math.isinf(reward) or (sampled > 0 and math.isnan(reward)):
+        check_finite(REWARD, reward, where)
 
 
 def train_policy(
@@ -102,6 +155,7 @@ def train_policy(
     """
     from tqdm.auto import tqdm
 
+    route_rllib_chatter()  # RLlib's console handler exists now (MEDMASK_VERBOSE=1: a no-op)
     algo = algo_config.build_algo()
     history: list[dict[str, float]] = []
     algo_dir = Path(checkpoint_dir) / ALGO_DIR if checkpoint_dir else None
@@ -109,6 +163,10 @@ def train_policy(
         algo.restore_from_path(str(algo_dir))
         history = pd.read_csv(algo_dir / "history.csv").to_dict("records")
     steps = int(history[-1][ENV_STEPS]) if history else 0
+    updates = float(history[-1].get(UPDATES, 0.0)) if history else 0.0
+    batch_size = max(int(getattr(algo_config, "train_batch_size_per_learner", None) or 1), 1)
+    if updates:  # the lr schedule's clock (trained images) goes on where it stopped
+        _set_trained_images(algo, int(updates * batch_size))
     start = time.perf_counter()
     bar = tqdm(total=budget.max_env_steps, initial=steps, desc="AHM policy", unit="img",
                disable=not progress)
@@ -116,14 +174,28 @@ def train_policy(
         while steps < budget.max_env_steps:
             if budget.max_iterations is not None and len(history) >= budget.max_iterations:
                 break
+            if budget.max_updates is not None and updates >= budget.max_updates:
+                break
             if budget.time_budget_s is not None and (
                     time.perf_counter() - start >= budget.time_budget_s):
                 break
             tick = time.perf_counter()
-            result = algo.train()
+            try:
+                result = algo.train()
+            except NonFiniteError as error:
+                raise NonFiniteError(f"iteration {len(history)}: {error}") from error
+            except Exception as error:  # a remote EnvRunner's FloatingPointError (NaN reward)
+                cause = getattr(error, "cause", None)
+                if isinstance(cause, FloatingPointError):
+                    raise NonFiniteError(f"iteration {len(history)}: {cause}") from error
+                raise
             metrics, new_steps = iteration_metrics(result, time.perf_counter() - tick, steps)
+            check_iteration(metrics, len(history), new_steps - steps)
             bar.update(new_steps - steps)
             steps = new_steps
+            trained = metrics.get(TRAINED, math.nan)
+            updates += trained / batch_size if math.isfinite(trained) else 0.0
+            metrics[UPDATES] = updates
             metrics["iteration"] = len(history)
             history.append(metrics)
             if on_iteration is not None:
@@ -136,6 +208,13 @@ def train_policy(
         bar.close()
         algo.stop()
     return net, pd.DataFrame(history)
+
+
+def _set_trained_images(algo: Any, images: int) -> None:
+    def set_clock(learner: Any) -> None:
+        learner.trained_images = images
+
+    algo.learner_group.foreach_learner(set_clock)
 
 
 def _checkpoint(algo: Any, algo_dir: Path, history: list[dict[str, float]]) -> None:
@@ -156,7 +235,6 @@ def policy_vs_random(
     *,
     ratio: float = 0.75,
     random_share: float = 0.3,
-    weighting: str = "probability",
     batch_size: int = 64,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -173,8 +251,7 @@ def policy_vs_random(
 
     reconstruction = reconstruction.eval()
     strategies = {
-        "policy": create_mask_strategy("ahm", policy=policy, random_share=random_share,
-                                       weighting=weighting),
+        "policy": create_mask_strategy("ahm", policy=policy, random_share=random_share),
         "random": create_mask_strategy("random"),
     }
     x = torch.as_tensor(np.asarray(images, np.float32))

@@ -178,7 +178,10 @@ class Run:
             self.client.log_batch(self.run_id, params=items[lo : lo + PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Log finite numeric metrics (NaN/inf values are skipped and counted in a tag)."""
+        """Log numeric metrics; NaN/inf values are counted in the run's tags, not logged.
+
+        See :func:`log_metrics_to_run` (tags ``nonfinite_metric_count``, ``nonfinite_metrics``).
+        """
         log_metrics_to_run(self.uri, self.run_id, metrics, step=step)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -214,25 +217,42 @@ class Run:
         self.client.log_dict(self.run_id, dict(data), artifact_file)
 
 
+NONFINITE_COUNT_TAG = "nonfinite_metric_count"  # how many NaN/inf values were not logged
+NONFINITE_NAMES_TAG = "nonfinite_metrics"  # which metric names they had (sorted, joined)
+
+
 def log_metrics_to_run(
     uri: str, run_id: str, metrics: Mapping[str, Any], step: int | None = None
 ) -> None:
-    """Log numeric metrics into an existing run (usable from any Ray worker)."""
+    """Log numeric metrics into an existing run (usable from any Ray worker).
+
+    MLflow stores no NaN/inf points usefully, so they are not logged as metrics; they are
+    counted instead, never hidden: the run's tag ``nonfinite_metric_count`` adds them up over
+    the run's calls and ``nonfinite_metrics`` names the metrics they came from.
+    """
     import time
 
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     now = int(time.time() * 1000)
-    items = []
+    items, nonfinite = [], []
     for key, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
             continue
         if not math.isfinite(float(value)):
+            nonfinite.append(str(key))
             continue
         items.append(Metric(key, float(value), now, int(step or 0)))
+    client = MlflowClient(tracking_uri=uri)
     if items:
-        MlflowClient(tracking_uri=uri).log_batch(run_id, metrics=items)
+        client.log_batch(run_id, metrics=items)
+    if nonfinite:
+        tags = client.get_run(run_id).data.tags
+        count = int(tags.get(NONFINITE_COUNT_TAG, "0")) + len(nonfinite)
+        names = set(filter(None, tags.get(NONFINITE_NAMES_TAG, "").split(","))) | set(nonfinite)
+        client.set_tag(run_id, NONFINITE_COUNT_TAG, str(count))
+        client.set_tag(run_id, NONFINITE_NAMES_TAG, ",".join(sorted(names))[:5000])
 
 
 class Tracker:

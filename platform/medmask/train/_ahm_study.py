@@ -8,8 +8,10 @@ Source: "Self-Supervised Medical Image Segmentation Using Deep Reinforced Adapti
    both AHM's frozen reward network and the "random masking" pretraining of step 4, so one
    pretraining serves two purposes (the pretraining cache would reuse it anyway).
 2. ``policy``: train the masking policy with RLlib APPO (several EnvRunners; the paper's Adam
-   schedule), logging reward, losses, entropy and env steps/s per iteration; then check it on
-   held-out images: ``policy_mask_recon_loss`` vs ``random_mask_recon_loss``.
+   schedule), logging reward, losses, entropy and env steps/s per iteration; then the
+   diagnostics on the test images (:func:`medmask.rl.policy_diagnostics`: random,
+   policy, position prior, position oracle, oracle, value-head and saliency masks, the
+   captured share with its bootstrap interval, compactness, Spearman of V vs the oracle).
 3. ``pretrain-ahm``: masked image modeling with ``masking=ahm`` and the trained policy.
 4. ``segment-*``: end-to-end segmentation fine-tuning at each label fraction from the AHM
    encoder, the random-masking encoder and from scratch (AHM's "Fully Supervised").
@@ -37,8 +39,9 @@ import torch
 
 import envs
 from medmask import columns as C
+from medmask.data import phantom
 from medmask.eval.figures import heatmap_rgb, mask_gallery, organ_overlay
-from medmask.masking import apply_patch_mask, create_mask_strategy
+from medmask.masking import apply_patch_mask, create_mask_strategy, inclusion_rate, num_masked
 from medmask.models import create_model
 from medmask.preprocess import study_splits
 from medmask.rl import (
@@ -48,7 +51,7 @@ from medmask.rl import (
     PolicyBudget,
     ahm_appo_config,
     load_policy,
-    policy_vs_random,
+    policy_diagnostics,
     save_policy,
     train_policy,
 )
@@ -102,6 +105,24 @@ def dataset_images(dataset: Any, limit: int | None = None, seed: int = 0) -> np.
     return np.stack(table[C.IMAGE].to_numpy()).astype(np.float32)
 
 
+def check_phantom_variant(data: dict[str, Any]) -> None:
+    """The phantom variant AHM is tuned on (``data.variant``, ``classic`` = today's phantom).
+
+    The policy's hard patches are the phantom's: another variant (clutter outside the lungs)
+    would change what AHM learns, so ``configs/ahm.yaml`` pins it. A generator without
+    variants makes only ``classic``; asking it for another one fails here, before any compute.
+    """
+    import inspect
+
+
+    variant = data.get("variant")
+    if data.get("name") != "phantom" or variant in (None, "classic"):
+        return
+    if "variant" not in inspect.signature(phantom.generate).parameters:
+        raise ValueError(f"data.variant={variant!r}: this phantom generator has only the "
+                         "'classic' variant")
+
+
 # ------------------------------------------------------------------------------------------
 # step 2: the policy
 
@@ -122,7 +143,10 @@ def run_policy_training(settings: dict[str, Any], reconstruction_settings: Pretr
         policy_cache_key(settings, pretrain_settings(reconstruction_settings)))
     cached = (folder / "policy.pt").is_file()
     stage.set_tags({"cache_hit": cached, "cache_key": folder.name})
-    budget = PolicyBudget(**policy.pop("budget"))
+    budget_settings = dict(policy.pop("budget"))
+    if not budget_settings.get("images_per_epoch"):  # an epoch = one pass over the pool
+        budget_settings["images_per_epoch"] = len(train_images)
+    budget = PolicyBudget(**budget_settings)
     eval_images = int(policy.pop("eval_images", None) or len(heldout))
     policy.pop("pool_images", None)
     transfer = policy.pop("checkpoint", None)
@@ -147,18 +171,16 @@ def run_policy_training(settings: dict[str, Any], reconstruction_settings: Pretr
         shutil.rmtree(folder / ALGO_DIR, ignore_errors=True)  # only needed to resume training
     history = pd.read_csv(folder / "history.csv")
     net = load_policy(folder)
-    check = policy_vs_random(
-        net, load_reconstruction(str(reconstruction)), heldout[:eval_images],
+    check = policy_diagnostics(
+        net, load_reconstruction(str(reconstruction)), train_images, heldout[:eval_images],
         ratio=float(settings["masking"]["ratio"]), random_share=float(policy["random_share"]),
-        weighting=policy.get("weighting", "probability"), seed=int(settings["seed"]))
+        seed=int(settings["seed"]))
     stage.log_metrics(check)
     stage.log_artifact(folder / "policy.pt", "policy")
     stage.log_table(history, "reward_history.csv")
     stage.log_figure(reward_curve(history), "reward_curve.png")
     stage.log_image(policy_figure(net, heldout[:4], float(settings["masking"]["ratio"]),
-                                  float(policy["random_share"]), policy.get("weighting",
-                                                                             "probability")),
-                    "ahm_fig8.png")
+                                  float(policy["random_share"])), "ahm_fig8.png")
     return folder, check
 
 
@@ -183,19 +205,22 @@ def reward_curve(history: pd.DataFrame) -> Any:
 
 
 @torch.no_grad()
-def policy_figure(net: Any, images: np.ndarray, ratio: float, random_share: float,
-                  weighting: str) -> np.ndarray:
-    """AHM Fig. 8: image / predicted loss (value head) / masking probability / masked image."""
+def policy_figure(net: Any, images: np.ndarray, ratio: float, random_share: float
+                  ) -> np.ndarray:
+    """AHM Fig. 8: image / predicted loss (value head) / masking probability (the inclusion
+    rate over 64 draws of the ordered sampler) / masked image."""
 
     x = torch.as_tensor(images[:, None])
     logits, values = net(x)
-    mask = create_mask_strategy("ahm", policy=net, random_share=random_share,
-                                weighting=weighting)({"image": x}, net.grid, ratio,
-                                                     generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    mask = create_mask_strategy("ahm", policy=net, random_share=random_share)(
+        {"image": x}, net.grid, ratio, generator=generator)
     grid = net.grid
+    rate = inclusion_rate(logits, num_masked(grid.num_patches, ratio), random_share, 64,
+                          generator)
     masked = apply_patch_mask(x, grid, mask)[:, 0].numpy()
     return mask_gallery([images, heatmap_rgb(grid.unpool(values).numpy()),
-                         heatmap_rgb(grid.unpool(torch.sigmoid(logits)).numpy()), masked])
+                         heatmap_rgb(grid.unpool(rate).numpy()), masked])
 
 
 # ------------------------------------------------------------------------------------------
@@ -282,6 +307,7 @@ def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
     if unknown:  # before any compute
         raise ValueError(f"segmentation methods must be among {METHODS}, got {unknown}")
     check_target(settings["segmentation"]["target"])
+    check_phantom_variant(settings["data"])
     quiet_data_progress()  # the stages report per epoch; per-iteration data bars drown them
     seed = int(settings["seed"])
     scaling = ScalingSettings(**settings["scaling"])
@@ -317,8 +343,7 @@ def run_ahm_study(settings: dict[str, Any], tracker: Any) -> pd.DataFrame:
             ahm_settings = _pretraining(settings, "ahm", {
                 "name": "ahm", "ratio": ratio,
                 "params": {"policy_checkpoint": str(folder / "policy.pt"),
-                           "random_share": float(policy["random_share"]),
-                           "weighting": policy.get("weighting", "probability")}})
+                           "random_share": float(policy["random_share"])}})
             with tracker.stage("pretrain-ahm", parent=trial, tags=tags) as stage:
                 start = time.perf_counter()
                 encoders["ahm"] = run_pretraining(ahm_settings, datasets, stage, scaling)
