@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> Any:
     """Run the MIM study of ``cfg`` and print its results table."""
     settings = mim_settings(cfg)  # bad keys fail before any compute
     tracker = make_tracker(cfg.tracking)
-    init_ray(cfg.cluster)
+    init_ray(cfg.cluster, verbose=bool(cfg.get("verbose", False)))
     table = run_mim_study(settings, tracker)
     text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(index=False)
     log.info("results:\n%s", text)

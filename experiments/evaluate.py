@@ -40,7 +40,7 @@ def run(cfg: DictConfig) -> Any:
     name = str(cfg.eval.name)
     needs = protocol_needs(name)  # an unknown protocol fails before any compute
     tracker = make_tracker(cfg.tracking)
-    init_ray(cfg.cluster)
+    init_ray(cfg.cluster, verbose=bool(cfg.get("verbose", False)))
     tags = {"protocol": name, "dataset": cfg.data.name, "seed": int(cfg.seed)}
     with tracker.study(f"eval-{name}-{cfg.data.name}", tags=tags) as study:
         study.log_params(to_dict(cfg))
