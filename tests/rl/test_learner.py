@@ -218,3 +218,17 @@ def test_lr_schedule_runs_on_trained_images_not_sampled_steps(learner_setup) -> 
         assert optimizer.param_groups[0]["lr"] == pytest.approx(2.7e-4)
     finally:
         learner.trained_images = clock
+
+
+def test_nan_gradient_is_not_applied_and_stops_the_update(learner_setup) -> None:  # noqa: ANN001
+    _, learner, _, _ = learner_setup
+    module = learner.module["default_policy"]
+    weight = module.net.trunk[0][0].weight
+    loss = (weight.sum() * float("nan")).reshape(())
+    try:
+        grads = learner.compute_gradients({"default_policy": loss})
+        assert grads == {} and all(p.grad is None for p in learner._params.values())
+        with pytest.raises(NonFiniteError, match="gradient of .*weight"):
+            learner.update(training_data=None, timesteps={})
+    finally:
+        learner._nonfinite = None

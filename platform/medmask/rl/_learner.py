@@ -327,11 +327,10 @@ class AHMLearner(APPOTorchLearner):
         return grads
 
     def _param_name(self, ref: Any) -> str:
-        try:
-            param = self._params[ref]
-            for name, candidate in self.module.named_parameters():
+        """The parameter's dotted name (never its values: a message, not a tensor dump)."""
+        param = ref if isinstance(ref, torch.Tensor) else self._params.get(ref)
+        for module_id in self.module.keys():  # noqa: SIM118 (a MultiRLModule)
+            for name, candidate in self.module[module_id].named_parameters():
                 if candidate is param:
-                    return name
-        except Exception:  # noqa: BLE001 (only for the message)
-            pass
-        return str(ref)
+                    return f"{module_id}/{name}"
+        return f"parameter {type(ref).__name__}"
