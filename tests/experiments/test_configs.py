@@ -27,17 +27,14 @@ def test_ahm_quick_default_model_follows_the_data_size() -> None:
     assert "weighting" not in cfg["policy"]
 
 
-def test_ahm_rejects_a_phantom_variant_the_generator_cannot_make() -> None:
-    import inspect
-
-    from medmask.data import phantom
+def test_ahm_rejects_an_unknown_phantom_variant_before_compute() -> None:
     from medmask.train._ahm_study import check_phantom_variant
 
     check_phantom_variant({"name": "phantom", "variant": "classic"})
     check_phantom_variant({"name": "lgg_slices", "variant": "cluttered"})  # not a phantom
-    if "variant" not in inspect.signature(phantom.generate).parameters:
-        with pytest.raises(ValueError, match="classic"):
-            check_phantom_variant({"name": "phantom", "variant": "cluttered"})
+    with pytest.raises(ValueError, match=r"valid phantom variants are \['benchmark', 'classic'"):
+        check_phantom_variant({"name": "phantom", "variant": "cluttered"})
+    assert _compose("ahm", [])["data"]["variant"] == "classic"
 
 
 def test_ahm_paper_setting() -> None:
