@@ -1,4 +1,4 @@
-"""The shared main of mae.py, rgmim.py and ssl.py: Hydra config -> typed settings ->
+"""The shared main of mae.py, rgmim.py and contrastive.py: Hydra config -> typed settings ->
 run_mim_study."""
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def run(cfg: DictConfig) -> Any:
 
 
 def mim_main(config_name: str) -> None:
-    """The Hydra entry point of ``configs/<config_name>.yaml`` (``mae``, ``rgmim``, ``ssl``)."""
+    """The Hydra entry point of ``configs/<config_name>.yaml`` (``mae``, ``rgmim``,
+    ``contrastive``)."""
     hydra.main(config_path=str(ROOT / "configs"), config_name=config_name,
                version_base="1.3")(run)()

@@ -19,11 +19,16 @@ from medmask.methods import (
     two_views,
     weighted_nt_xent,
 )
-from medmask.methods._contrastive import keyed_augment_params, lung_share, pathology_share
+from medmask.methods._contrastive import (
+    keyed_augment_params,
+    lung_share,
+    multi_region_nt_xent,
+    pathology_share,
+)
 from medmask.segmentation import context_augment
 from tests.methods.toy_contrastive import nt_xent as cross_entropy_nt_xent
 
-CONTRASTIVE = ("simclr", "masked_contrastive", "pathology_aware", "seg_crop")
+CONTRASTIVE = ("simclr", "masked_contrastive", "pathology_aware", "seg_crop", "multi_region")
 
 # Views (rows of cat[z1, z2]): v0 = e1, v1 = e2 | v2 = e1, v3 = -e1; positives 0<->2, 1<->3.
 # Cosines: v0: (v1 0, v2 1, v3 -1); v1: (v0 0, v2 0, v3 0); v2: (v0 1, v1 0, v3 -1);
@@ -71,6 +76,37 @@ def test_weighted_nt_xent_matches_the_hand_computed_value():
         nt_xent(Z1, Z2, 1.0).item(), abs=1e-7)
     with pytest.raises(ValueError, match=r"view scores must be \[B\]"):
         weighted_nt_xent(Z1, Z2, torch.zeros(3), torch.zeros(3), 0.3)
+
+
+def test_multi_region_loss_matches_the_hand_computed_value():
+    """Regions: r = 0 (Z1, Z2) -> 0.616314 by hand, r = 1 the views swapped (NT-Xent is
+    symmetric: the same), r = 2 identical views e1/e2 in both -> log(1 + 2/e) each pair."""
+    l0, l1 = _hand_terms(1.0)
+    same = math.log(1 + 2 / math.e)  # anchor e1: positive e1 (cos 1), negatives e2, e2 (cos 0)
+    r1 = torch.stack([Z1, Z2, Z1], dim=1)
+    r2 = torch.stack([Z2, Z1, Z1], dim=1)
+    loss = multi_region_nt_xent(Z1, Z2, r1, r2, alpha=1.0, beta=0.5, temperature=1.0)
+    expected = (l0 + l1) / 2 + 0.5 * ((l0 + l1) / 2 + (l0 + l1) / 2 + same)
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    assert (l0 + l1) / 2 == pytest.approx(0.616314, abs=1e-5) and same == pytest.approx(
+        0.551445, abs=1e-5)
+    with pytest.raises(ValueError, match=r"\[B, R, P\]"):
+        multi_region_nt_xent(Z1, Z2, Z1, Z2)
+
+
+def test_regions_move_with_the_views():
+    batch = _batch(8, 32)
+    views = two_views(batch, seed=0, epoch=0, regions=True)
+    assert views.regions1.shape == (8, 6, 32, 32) and views.regions1.dtype == torch.bool
+    flip = views.params1.flip
+    left, right = views.regions1[:, 3], views.regions1[:, 4]
+    columns = torch.arange(32, dtype=torch.float32)
+    left_x = (left * columns).flatten(1).sum(1) / left.flatten(1).sum(1)
+    # the image-left half region lands on the right after a mirror, stays left otherwise
+    assert ((left_x > 16) == flip).all() and flip.any() and (~flip).any()
+    assert not (left & right).any()
+    plain = two_views(batch, seed=0, epoch=0)
+    assert plain.regions1 is None and torch.equal(plain.view1, views.view1)
 
 
 def test_lung_share_counts_both_lung_codes_only():
@@ -139,8 +175,9 @@ def test_pathology_share_lies_inside_the_lungs():
 
 
 def _config(name: str) -> dict:
+    regions = {"regions": 6} if name == "multi_region" else {}
     config = {"seed": 0, "mixed_precision": False, "method": name, "method_params": {},
-              "model": {"name": "contrastive_cnn_tiny", "params": {}},
+              "model": {"name": "contrastive_cnn_tiny", "params": regions},
               "crop": {"padding": 20, "min_crop_ratio": 0.5} if name == "seg_crop" else None}
     return config
 
@@ -192,7 +229,10 @@ def test_method_params_are_checked_and_seg_crop_needs_its_crop():
         create_method("seg_crop").build({**_config("seg_crop"), "crop": None},
                                         torch.device("cpu"), None)
     assert create_method("seg_crop").crops_inputs
-    assert not any(create_method(n).crops_inputs for n in CONTRASTIVE[:3])
+    assert not any(create_method(n).crops_inputs for n in CONTRASTIVE if n != "seg_crop")
+    with pytest.raises(ValueError, match="model.params.regions=6"):
+        create_method("multi_region").build({**_config("simclr"), "method": "multi_region"},
+                                            torch.device("cpu"), None)
 
 
 def test_temperature_reaches_the_loss():

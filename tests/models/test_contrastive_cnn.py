@@ -41,3 +41,28 @@ def test_fine_tuning_sees_only_encode_and_freezes_the_projection():
     assert classifier(torch.rand(2, 1, 32, 32)).shape == (2, 5)
     assert not any(p.requires_grad for p in encoder.projection.parameters())
     assert all(p.requires_grad for p in encoder.stages.parameters())
+
+
+def test_regional_attention_pools_inside_each_region():
+    model = create_model("contrastive_cnn_tiny", regions=2)
+    images = torch.rand(2, 1, 32, 32)
+    masks = torch.zeros(2, 2, 32, 32, dtype=torch.bool)
+    masks[:, 0, :, :16] = True  # left half
+    masks[:, 1, :, 16:] = True  # right half
+    features = model.feature_map(images)  # [2, 64, 2, 2] at 32 px
+    assert features.shape == (2, 64, 2, 2)
+    pooled = model.region_features(features, masks)
+    # a region covering only the left column of cells pools only those cells
+    left = features[:, :, :, 0]
+    weights = pooled[:, 0]
+    lo, hi = left.amin(2), left.amax(2)
+    assert ((weights >= lo - 1e-5) & (weights <= hi + 1e-5)).all()
+    z, regional = model(images, masks)
+    assert z.shape == (2, 32) and regional.shape == (2, 2, 32)
+    assert torch.allclose(z, model(images), atol=1e-5)
+    names = {n for n, _ in model.named_parameters()}
+    frozen = {id(p) for p in model.decoder_parameters()}
+    assert {"region_attention.weight"} <= names
+    assert id(model.region_attention.weight) in frozen
+    with pytest.raises(ValueError, match="regions=6"):
+        create_model("contrastive_cnn_tiny").region_features(features, masks)

@@ -15,6 +15,14 @@ options weight each pair by what its views show (our per-sample reading of the g
 with c the lung pixel share of each view's organ map after augmentation (option 1,
 ``masked_contrastive``, w = 0.3) or the pathology pixel share of the adaptive-threshold AND
 Sobel segmentation of each view inside its lungs (option 3, ``pathology_aware``, w = 0.3).
+Option 2 (``multi_region``): the six regions (upper/middle/lower thirds, left/right halves,
+central third) are carried through each view's augmentation (nearest, so after a flip the
+region mask covers the same anatomy on the other side); the region's attention-pooled
+embeddings in the two views of an image are a positive pair, the same region of the other
+images the negatives:
+
+    L = alpha x NT-Xent(z1, z2) + beta x sum_r NT-Xent(z1_r, z2_r),   alpha = beta = 1.
+
 Option 4 (``seg_crop``) is SimCLR on images cropped to the lungs (the stages crop every split,
 pretraining and fine-tuning alike: ``crop`` settings), then augmented.
 
@@ -38,7 +46,13 @@ from medmask import columns as C
 from medmask.keyed import keyed_uniform, mask_seeds, splitmix64
 from medmask.methods._registry import LoopParts, Method, register_method
 from medmask.models import autocast, create_model, images_nchw
-from medmask.segmentation import AugmentConfig, AugmentParams, context_augment, segment_pathology
+from medmask.segmentation import (
+    AugmentConfig,
+    AugmentParams,
+    context_augment,
+    region_masks,
+    segment_pathology,
+)
 
 DEFAULT_MODEL = "contrastive_cnn_tiny"
 TEMPERATURE = 0.1
@@ -89,6 +103,18 @@ def weighted_nt_xent(z1: torch.Tensor, z2: torch.Tensor, c1: torch.Tensor, c2: t
     return (terms * scale).mean()
 
 
+def multi_region_nt_xent(z1: torch.Tensor, z2: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor,
+                         alpha: float = 1.0, beta: float = 1.0,
+                         temperature: float = TEMPERATURE) -> torch.Tensor:
+    """``alpha x NT-Xent(z1, z2) + beta x sum_r NT-Xent(r1[:, r], r2[:, r])``; regional
+    projections [B, R, P] (each region's negatives: that region in the other images)."""
+    if r1.shape != r2.shape or r1.ndim != 3 or r1.shape[0] != z1.shape[0]:
+        raise ValueError(f"regional projections must be [B, R, P] of one shape, got "
+                         f"{tuple(r1.shape)} and {tuple(r2.shape)}")
+    regional = sum(nt_xent(r1[:, r], r2[:, r], temperature) for r in range(r1.shape[1]))
+    return alpha * nt_xent(z1, z2, temperature) + beta * regional
+
+
 # ------------------------------------------------------------------------------------------
 # views
 
@@ -102,6 +128,8 @@ class TwoViews(NamedTuple):
     organs2: torch.Tensor | None
     params1: AugmentParams
     params2: AugmentParams
+    regions1: torch.Tensor | None = None  # bool [B, 6, H, W] region masks moved with view 1
+    regions2: torch.Tensor | None = None
 
 
 def keyed_augment_params(keys: Any, seed: int, epoch: int, views: int = 2,
@@ -127,17 +155,25 @@ def batch_generator(keys: Any, seed: int, epoch: int) -> torch.Generator:
 
 
 def two_views(batch: Mapping[str, torch.Tensor], *, seed: int, epoch: int,
-              config: AugmentConfig = GUIDE_AUGMENTATION) -> TwoViews:
-    """Two keyed augmentations of the batch's images, their organ maps moved with them."""
+              config: AugmentConfig = GUIDE_AUGMENTATION, regions: bool = False) -> TwoViews:
+    """Two keyed augmentations of the batch's images, their organ maps (and, with
+    ``regions``, the six region masks) moved with them."""
     images = images_nchw(batch)
     keys = batch[C.IMAGE_KEY].detach().cpu().numpy()
     organs = batch.get(C.ORGANS)
+    b, _, h, w = images.shape
+    masks: tuple[torch.Tensor, ...] = ()
+    if regions:
+        fixed = torch.from_numpy(region_masks(h, w)).to(images.device, torch.uint8)
+        masks = tuple(m.expand(b, h, w) for m in fixed)
     generator = batch_generator(keys, seed, epoch)
-    first, second = (context_augment(images, organs, config=config, generator=generator,
+    first, second = (context_augment(images, organs, masks, config=config, generator=generator,
                                      params=params)
                      for params in keyed_augment_params(keys, seed, epoch, 2, config))
+    stacked = [torch.stack(out.masks, dim=1).bool() if regions else None
+               for out in (first, second)]
     return TwoViews(first.images, second.images, first.organs, second.organs, first.params,
-                    second.params)
+                    second.params, *stacked)
 
 
 def lung_share(organs: torch.Tensor) -> torch.Tensor:
@@ -200,6 +236,36 @@ def contrastive_parts(config: Mapping[str, Any], device: torch.device, strategy:
     return LoopParts(model, batch_loss)
 
 
+def multi_region_parts(config: Mapping[str, Any], device: torch.device,
+                       strategy: Any) -> LoopParts:
+    """Option 2: global + regional NT-Xent over the backbone's regional attention pooling."""
+    params = _params(config)
+    unknown = sorted(set(params) - {"temperature", "alpha", "beta"})
+    if unknown:
+        raise ValueError(f"multi_region params {unknown} unknown; valid: "
+                         "['alpha', 'beta', 'temperature']")
+    temperature = float(params.get("temperature", TEMPERATURE))
+    alpha, beta = float(params.get("alpha", 1.0)), float(params.get("beta", 1.0))
+    model = create_model(config["model"]["name"], **config["model"].get("params", {}))
+    if getattr(model, "regions", 0) != 6:
+        raise ValueError("multi_region needs the backbone's six regional attention heads: "
+                         "model.params.regions=6")
+    seed = int(config["seed"])
+    mixed = bool(config.get("mixed_precision", True))
+
+    def batch_loss(net: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+                   epoch: int) -> tuple[torch.Tensor, int]:
+        views = two_views(batch, seed=seed, epoch=epoch, regions=True)
+        b = views.view1.shape[0]
+        with autocast(device, mixed):
+            z, r = net(torch.cat([views.view1, views.view2]).to(device),
+                       torch.cat([views.regions1, views.regions2]).to(device))
+        z, r = z.float(), r.float()
+        return multi_region_nt_xent(z[:b], z[b:], r[:b], r[b:], alpha, beta, temperature), b
+
+    return LoopParts(model, batch_loss)
+
+
 def simclr_parts(config: Mapping[str, Any], device: torch.device, strategy: Any) -> LoopParts:
     """SimCLR: NT-Xent of two augmented views."""
     return contrastive_parts(config, device, strategy, score=None)
@@ -240,6 +306,14 @@ def masked_contrastive() -> Method:
     """Option 1: NT-Xent pairs weighted by 1 + 0.3 x mean lung share of the two views."""
     return Method("masked_contrastive", lung_weighted_parts,
                   columns=(*_VIEW_COLUMNS, C.ORGANS), default_model=DEFAULT_MODEL)
+
+
+@register_method("multi_region")
+def multi_region() -> Method:
+    """Option 2: global + six regional NT-Xent terms (alpha = beta = 1), regional attention
+    pooling over the shared backbone (``model.params.regions=6``)."""
+    return Method("multi_region", multi_region_parts, columns=_VIEW_COLUMNS,
+                  default_model=DEFAULT_MODEL)
 
 
 @register_method("pathology_aware")

@@ -7,6 +7,12 @@ then stage 5 (a 3x3 convolution, BatchNorm, ReLU) and global average pooling to 
 512-d feature ``encode`` returns. SimCLR's projection head (Chen et al., 2020) maps it to the
 space the NT-Xent loss compares: Linear(512, 512) -> ReLU -> Linear(512, 256) (256 = the
 guide's ``proj_dim``). ``width`` multiplies every stage's channels (CPU tests use 1/8).
+
+Option 2 (multi-region) adds regional attention pooling over the same stages (``regions`` > 0):
+per region r a 1x1 convolution gives attention logits over stage 5's feature map, restricted to
+the region by adding ``log`` of the region's coverage of each cell (area-downsampled mask), a
+softmax over positions, and the attention-weighted mean of the features is projected by the
+shared head: ``model(images, region_masks) -> (projections [B, P], regional [B, R, P])``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medmask.models._registry import build_with_overrides, register_model
@@ -35,10 +42,11 @@ class ContrastiveCNN(nn.Module):
         width: multiplier of the stage channels 64/128/256/512/512 (rounded, at least 1).
         proj_hidden: hidden width of the projection head (None: the feature width).
         proj_dim: output width of the projection head (the guide's 256).
+        regions: regional attention heads (option 2: 6; 0 = none).
     """
 
     def __init__(self, in_chans: int = 1, width: float = 1.0, proj_hidden: int | None = None,
-                 proj_dim: int = 256) -> None:
+                 proj_dim: int = 256, regions: int = 0) -> None:
         super().__init__()
         if width <= 0 or proj_dim < 1:
             raise ValueError(f"ContrastiveCNN needs width > 0 and proj_dim >= 1, got "
@@ -59,6 +67,28 @@ class ContrastiveCNN(nn.Module):
         self.projection = nn.Sequential(nn.Linear(self.embed_dim, hidden), nn.ReLU(inplace=True),
                                         nn.Linear(hidden, proj_dim))
         self.proj_dim = proj_dim
+        self.regions = int(regions)
+        self.region_attention = (nn.Conv2d(self.embed_dim, self.regions, 1) if self.regions
+                                 else None)
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Stage 5's feature map [B, embed_dim, h, w] (before the global pooling)."""
+        return self.stages[4][:3](self.stages[:4](images))
+
+    def region_features(self, features: torch.Tensor, region_masks: torch.Tensor
+                        ) -> torch.Tensor:
+        """Attention-pooled features [B, R, embed_dim] of a stage-5 feature map
+        (:meth:`feature_map`) over region masks [B, R, H, W] of the input."""
+        if self.region_attention is None:
+            raise ValueError("this ContrastiveCNN has no regional attention: build it with "
+                             "regions=6 (model.params.regions=6)")
+        if region_masks.ndim != 4 or region_masks.shape[1] != self.regions:
+            raise ValueError(f"region masks must be [B, {self.regions}, H, W], got "
+                             f"{tuple(region_masks.shape)}")
+        coverage = F.interpolate(region_masks.float(), size=features.shape[-2:], mode="area")
+        logits = self.region_attention(features) + coverage.clamp_min(1e-6).log()
+        attention = torch.softmax(logits.flatten(2), dim=2)  # [B, R, hw]
+        return torch.einsum("brp,bcp->brc", attention, features.flatten(2))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images [B, C, H, W] -> features [B, embed_dim] (stage 5 after global pooling)."""
@@ -67,13 +97,23 @@ class ContrastiveCNN(nn.Module):
                              f"{tuple(images.shape)}")
         return self.stages(images)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images [B, C, H, W] -> projections [B, proj_dim] (the NT-Xent input)."""
-        return self.projection(self.encode(images))
+    def forward(self, images: torch.Tensor, region_masks: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Images [B, C, H, W] -> projections [B, proj_dim] (the NT-Xent input); with region
+        masks [B, R, H, W] also the regional projections [B, R, proj_dim]."""
+        if region_masks is None:
+            return self.projection(self.encode(images))
+        features = self.feature_map(images)
+        pooled = self.stages[4][3:](features)  # = encode(images)
+        regional = self.projection(self.region_features(features, region_masks))
+        return self.projection(pooled), regional
 
     def decoder_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters ``encode`` does not use (the projection head): frozen in fine-tuning."""
-        return self.projection.parameters()
+        """Parameters ``encode`` does not use (the projection head, the regional attention):
+        frozen in fine-tuning."""
+        yield from self.projection.parameters()
+        if self.region_attention is not None:
+            yield from self.region_attention.parameters()
 
 
 _FULL: dict[str, Any] = {"in_chans": 1, "width": 1.0, "proj_dim": 256}

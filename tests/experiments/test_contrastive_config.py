@@ -1,4 +1,4 @@
-"""experiments/ssl.py: every contrastive method composes into typed settings (no Ray)."""
+"""experiments/contrastive.py: every contrastive method composes into typed settings (no Ray)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import _mim  # noqa: E402
 
 def _settings(*overrides: str):
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return _mim.mim_settings(compose("ssl", overrides=list(overrides)))
+        return _mim.mim_settings(compose("contrastive", overrides=list(overrides)))
 
 
-def test_ssl_defaults_to_simclr_on_the_tiny_cnn_with_findings():
+def test_contrastive_defaults_to_simclr_on_the_tiny_cnn_with_findings():
     settings = _settings()
     assert settings.method == "simclr" and settings.method_params == {"temperature": 0.1}
     assert settings.model.name == "contrastive_cnn_tiny"
