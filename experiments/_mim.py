@@ -1,4 +1,5 @@
-"""The shared main of mae.py and rgmim.py: Hydra config -> typed settings -> run_mim_study."""
+"""The shared main of mae.py, rgmim.py and contrastive.py: Hydra config -> typed settings ->
+run_mim_study."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def mim_settings(cfg: DictConfig) -> MimSettings:
         "study": cfg.study,
         "seed": cfg.seed,
         "method": cfg.method.name,
+        "method_params": to_dict(cfg.method.params) if cfg.method.get("params") else {},
+        "crop": to_dict(cfg.method.crop) if cfg.method.get("crop") else None,
         "data": to_dict(cfg.data),
         "masking": to_dict(cfg.masking),
         "model": to_dict(cfg.model),
@@ -49,6 +52,7 @@ def run(cfg: DictConfig) -> Any:
 
 
 def mim_main(config_name: str) -> None:
-    """The Hydra entry point of ``configs/<config_name>.yaml`` (``mae``, ``rgmim``)."""
+    """The Hydra entry point of ``configs/<config_name>.yaml`` (``mae``, ``rgmim``,
+    ``contrastive``)."""
     hydra.main(config_path=str(ROOT / "configs"), config_name=config_name,
                version_base="1.3")(run)()

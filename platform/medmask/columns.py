@@ -44,6 +44,7 @@ EMPTY_ORGANS: Final = "empty_organs"  # the organ map has no region pixel
 ORGANS_RULE_BASED: Final = "organs_rule_based"  # organs came from rule-based segmentation
 VALID_FRACTION: Final = "valid_fraction"  # float: share of patches overlapping the region
 FILLED_SHARE: Final = "filled_share"  # float: share of masked patches filled from outside it
+CROP_FALLBACK: Final = "crop_fallback"  # the lung crop used the whole image (no/too small box)
 COUNT_COLUMNS: Final = (BAD_IMAGE, BAD_MASK, MASK_RESIZED, ORGANS_RULE_BASED, EMPTY_ORGANS,
                         NONFINITE_HEATMAP)
 

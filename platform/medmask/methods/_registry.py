@@ -54,6 +54,9 @@ class Method:
         default_masking: the mask strategy it uses unless told otherwise (MIM methods).
         finetune_reads: what fine-tuning takes from the checkpoint (``"encode"``: the trained
             model, through ``encode(images) -> [B, D]``).
+        crops_inputs: the method trains on images cropped to the lungs (segmentation-guided
+            option 4): the stages crop every split, for pretraining and fine-tuning, by the
+            ``crop`` settings, which must then be set.
     """
 
     name: str
@@ -63,6 +66,7 @@ class Method:
     default_model: str = "mae_vit_tiny_64"
     default_masking: str | None = None
     finetune_reads: str = "encode"
+    crops_inputs: bool = False
 
 
 METHODS: Registry[Callable[[], Method]] = Registry("learning method")

@@ -9,13 +9,15 @@ Public API:
 - :class:`MaskedAutoencoderViT` (``mae_vit_tiny_64``, ``mae_vit_small_224``,
   ``mae_vit_base_224``), :class:`UNet` (``unet_tiny``, ``unet``), :class:`UNetSegmenter`
   (``unet_tiny_seg``, ``unet_seg``, :func:`from_pretrained_unet`).
+- :class:`ContrastiveCNN` (``contrastive_cnn``, ``contrastive_cnn_tiny``): the guide's 5-stage
+  CNN with a SimCLR projection head, for the contrastive methods.
 - :class:`EncoderClassifier` (uses only ``encode``), :class:`TimmEncoder` (``resnet50``),
   :func:`load_local_weights`.
 - The registry: :func:`create_model`, :func:`list_models`, :func:`register_model`.
 - Batch inputs: :func:`images_nchw`, :func:`autocast` (bf16 on CUDA, a no-op on the CPU).
 """
 
-from medmask.models import _classifier, _mae, _unet  # noqa: F401  (fill the registry)
+from medmask.models import _classifier, _contrastive, _mae, _unet  # noqa: F401  (fill the registry)
 from medmask.models._batch import autocast, images_nchw
 from medmask.models._classifier import (
     EncoderClassifier,
@@ -23,6 +25,7 @@ from medmask.models._classifier import (
     TimmEncoder,
     load_local_weights,
 )
+from medmask.models._contrastive import ContrastiveCNN
 from medmask.models._interface import (
     Encoder,
     MaskedReconstructionModel,
@@ -34,6 +37,7 @@ from medmask.models._registry import create_model, is_model, list_models, regist
 from medmask.models._unet import UNet, UNetBody, UNetSegmenter, from_pretrained_unet
 
 __all__ = [
+    "ContrastiveCNN",
     "Encoder",
     "EncoderClassifier",
     "LoadReport",

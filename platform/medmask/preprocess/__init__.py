@@ -12,6 +12,7 @@ parallel), the organ stage, the mask stage with its counted fallbacks, and the s
 
 from medmask.preprocess._pipeline import (
     AddOrgans,
+    CropToLungs,
     GeneratePhantoms,
     MaskImages,
     build_dataset,
@@ -36,6 +37,7 @@ from medmask.preprocess._study import (
 __all__ = [
     "PIPELINE_KEYS",
     "AddOrgans",
+    "CropToLungs",
     "GeneratePhantoms",
     "MaskImages",
     "MultiHotLabels",

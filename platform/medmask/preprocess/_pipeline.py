@@ -46,7 +46,7 @@ from medmask.masking import (
     patch_validity,
     strategy_reports,
 )
-from medmask.segmentation import segment_lungs
+from medmask.segmentation import segment_lungs, segmentation_guided_crop
 
 # ------------------------------------------------------------------------------------------
 # stages (plain batch functions)
@@ -106,6 +106,47 @@ class AddOrgans:
         out[C.ORGANS_RULE_BASED] = missing
         lungs = np.isin(organs, C.LUNG_LABELS).reshape(len(organs), -1)
         out[C.EMPTY_ORGANS] = ~lungs.any(1)
+        return out
+
+
+@dataclass
+class CropToLungs:
+    """Crop stage (segmentation-guided SSL, option 4): every image, its organ map and lesion
+    mask cropped to the padded lung box of the organ map and resized back to the image size.
+
+    ``padding`` is given at 224 px and scales with the image side (20 px at 224, 3 at 32);
+    where no lung is found or the box is under ``min_crop_ratio`` of a side the whole image is
+    kept, flagged ``crop_fallback``.
+    """
+
+    padding: int = 20
+    min_crop_ratio: float = 0.5
+
+    def padding_at(self, side: int) -> int:
+        """The padding in pixels on an image of ``side`` pixels."""
+        return int(round(self.padding * side / 224))
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        torch.set_num_threads(1)
+        out = dict(batch)
+        images = np.asarray(batch[C.IMAGE], np.float32)
+        if C.ORGANS not in batch:
+            raise ValueError("the lung crop needs the 'organs' column (add the organ stage)")
+        organs = np.asarray(batch[C.ORGANS])
+        lungs = np.isin(organs, C.LUNG_LABELS)
+        padding = self.padding_at(min(images.shape[-2:]))
+        crop = segmentation_guided_crop(images, lungs, masks=organs, padding=padding,
+                                        min_crop_ratio=self.min_crop_ratio)
+        out[C.IMAGE] = crop.images.numpy()
+        out[C.ORGANS] = crop.masks.numpy()
+        if C.LESION in batch:
+            lesion = segmentation_guided_crop(images, lungs, masks=np.asarray(batch[C.LESION]),
+                                              padding=padding,
+                                              min_crop_ratio=self.min_crop_ratio)
+            out[C.LESION] = lesion.masks.numpy()
+        out[C.CROP_FALLBACK] = crop.fallback.numpy()
         return out
 
 

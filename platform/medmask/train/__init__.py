@@ -32,6 +32,7 @@ from medmask.train._pretrain import pretrain_loop
 from medmask.train._segment import build_segmenter, score_segmentation, segment_loop
 from medmask.train._settings import (
     BaselineSettings,
+    CropSettings,
     FinetuneSettings,
     HeadSettings,
     MaskingSettings,
@@ -56,6 +57,7 @@ from medmask.train._trainer import ScalingSettings, build_trainer, steps_per_epo
 
 __all__ = [
     "BaselineSettings",
+    "CropSettings",
     "FinetuneSettings",
     "HeadSettings",
     "MaskingSettings",

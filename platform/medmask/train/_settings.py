@@ -75,6 +75,20 @@ class BaselineSettings:
 
 
 @dataclass(frozen=True)
+class CropSettings:
+    """Crop every split to its lungs (segmentation-guided SSL, option 4; ``method=seg_crop``).
+
+    The padded lung box of the organ map (:func:`medmask.segmentation.segmentation_guided_crop`),
+    resized back to the image size; ``padding`` is given at 224 px and scales with the image
+    side (20 px at 224, 3 px at 32); the whole image where no lung is found or the box is under
+    ``min_crop_ratio`` of a side (counted fallbacks).
+    """
+
+    padding: int = 20
+    min_crop_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
 class PretrainSettings:
     """Everything a pretraining stage needs (and what its cache key is made of)."""
 
@@ -86,6 +100,8 @@ class PretrainSettings:
     cache_dir: str
     storage_dir: str
     method: str = "mae"
+    method_params: Mapping[str, Any] = field(default_factory=dict)  # e.g. temperature, weight
+    crop: CropSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,7 @@ class FinetuneSettings:
     head: HeadSettings
     storage_dir: str
     method: str = "mae"
+    crop: CropSettings | None = None  # fine-tune and test on lung crops (option 4)
 
 
 @dataclass(frozen=True)
@@ -119,16 +136,19 @@ class MimSettings:
     modes: tuple[str, ...] = ("full",)
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
     method: str = "mae"
+    method_params: Mapping[str, Any] = field(default_factory=dict)
+    crop: CropSettings | None = None  # every split cropped to the lungs, both stages
 
     def pretraining(self) -> PretrainSettings:
         """The settings of this study's pretraining stage."""
         return PretrainSettings(self.seed, self.data, self.model, self.masking, self.pretrain,
-                                self.cache_dir, self.storage_dir, self.method)
+                                self.cache_dir, self.storage_dir, self.method,
+                                self.method_params, self.crop)
 
     def finetuning(self) -> FinetuneSettings:
         """The settings of this study's fine-tuning stages."""
         return FinetuneSettings(self.seed, self.model, self.finetune, self.head,
-                                self.storage_dir, self.method)
+                                self.storage_dir, self.method, self.crop)
 
 
 def settings_from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:

@@ -22,11 +22,13 @@ from medmask.eval import classification_metrics
 from medmask.eval.figures import mask_gallery
 from medmask.masking import apply_patch_mask
 from medmask.models import create_model, load_local_weights
+from medmask.preprocess import CropToLungs, map_stage
 from medmask.train._checkpoint import StageCache, code_version, load_checkpoint
 from medmask.train._finetune import build_classifier, finetune_loop, predict
 from medmask.train._masks import build_mask_strategy, masking_cache_key
 from medmask.train._pretrain import pretrain_loop
 from medmask.train._settings import (
+    CropSettings,
     FinetuneSettings,
     ModelSettings,
     PretrainSettings,
@@ -66,6 +68,22 @@ def train_view(dataset: Any) -> Any:
     """Only the numeric columns the loops need (strings cannot become tensors)."""
     names = set(dataset.schema().names)
     return dataset.select_columns([c for c in TRAIN_COLUMNS if c in names])
+
+
+def lung_cropped(datasets: dict[str, Any], crop: CropSettings | None, stage: Any,
+                 batch_size: int = 32) -> dict[str, Any]:
+    """Every split cropped to its lungs (option 4) when ``crop`` is set, else unchanged; the
+    fallbacks (whole image kept) are logged per split as ``data/crop_fallbacks_<split>``."""
+    if crop is None:
+        return datasets
+    stage_fn = CropToLungs(crop.padding, crop.min_crop_ratio)
+    out = {name: map_stage(ds, stage_fn, batch_size).materialize()
+           for name, ds in datasets.items()}
+    stage.log_metrics({
+        f"data/crop_fallbacks_{name}": float(
+            ds.select_columns([C.CROP_FALLBACK]).to_pandas()[C.CROP_FALLBACK].sum())
+        for name, ds in out.items()})
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -113,11 +131,14 @@ def run_pretraining(settings: PretrainSettings, datasets: dict[str, Any], stage:
         log.info("pretraining cache hit: %s", cached)
         stage.log_dict(key, "reused_cache_key.json")
         return cached
+    datasets = lung_cropped({"train": datasets["train"]}, settings.crop, stage)
     train = train_view(datasets["train"]).materialize()
     loop_config = {
         **stage_loop_config(settings.pretrain, settings.seed, train.count(),
                             scaling.num_workers, stage),
         "method": settings.method,
+        "method_params": dict(settings.method_params),
+        "crop": dataclasses.asdict(settings.crop) if settings.crop else None,
         "model": dataclasses.asdict(settings.model),
         "masking": dataclasses.asdict(settings.masking),
         "inject_failure": settings.pretrain.inject_failure,
@@ -145,6 +166,8 @@ def run_finetuning(settings: FinetuneSettings, datasets: dict[str, Any], stage: 
     for the Transfer baseline (what loaded is logged as ``transfer_weights.json``); neither =
     From Scratch. ``callbacks`` go to the ``TorchTrainer`` (Ray Train ``UserCallback`` s).
     """
+    datasets = lung_cropped({k: datasets[k] for k in ("train", "val", "test")}, settings.crop,
+                            stage)
     subset, ids = label_fraction_subset(datasets["train"], fraction, settings.seed)
     stage.log_dict({"fraction": fraction, "ids": ids}, "label_fraction_ids.json")
     train = train_view(subset).materialize()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from medmask.methods import create_method
 from medmask.preprocess import study_splits
 from medmask.tracking import run_name
 from medmask.train._loop_utils import quiet_data_progress
@@ -41,12 +42,15 @@ def run_mim_study(settings: MimSettings, tracker: Any) -> pd.DataFrame:
     """
     quiet_data_progress()  # the stages report per epoch; per-iteration data bars drown them
     seed, masking, scaling = settings.seed, settings.masking, settings.scaling
+    masks = create_method(settings.method).uses_masks  # contrastive methods draw no masks
+    label = masking.name if masks else settings.method
     pretraining, finetuning = settings.pretraining(), settings.finetuning()
     datasets = {k: v.materialize() for k, v in study_splits(settings.data, seed).items()}
     tags = {"strategy": masking.name, "ratio": masking.ratio, "method": settings.method,
             "dataset": settings.data["name"], "seed": seed, "model": settings.model.name}
     rows = []
-    trial_name = run_name(masking.name, ratio=masking.ratio, seed=seed)
+    trial_name = (run_name(masking.name, ratio=masking.ratio, seed=seed) if masks
+                  else run_name(settings.method, seed=seed))
     with tracker.study(f"{settings.study}-{trial_name}", tags=tags) as study:
         study.log_params(dataclasses.asdict(settings))
         with tracker.trial(trial_name, parent=study, tags=tags) as trial:
@@ -54,8 +58,10 @@ def run_mim_study(settings: MimSettings, tracker: Any) -> pd.DataFrame:
                 start = time.perf_counter()
                 checkpoint = run_pretraining(pretraining, datasets, stage, scaling)
                 stage.log_metrics({"perf/wall_s": time.perf_counter() - start})
-                stage.log_image(reconstruction_gallery(pretraining, checkpoint, datasets["val"]),
-                                "reconstruction_gallery.png")
+                if masks:
+                    stage.log_image(reconstruction_gallery(pretraining, checkpoint,
+                                                           datasets["val"]),
+                                    "reconstruction_gallery.png")
                 stage.log_artifact(checkpoint / "checkpoint.pt", "checkpoint")
             for fraction in settings.fractions:
                 for mode in settings.modes:
@@ -64,7 +70,7 @@ def run_mim_study(settings: MimSettings, tracker: Any) -> pd.DataFrame:
                                        tags={**tags, "fraction": fraction, "mode": mode}) as st:
                         metrics = run_finetuning(finetuning, datasets, st, scaling, checkpoint,
                                                  fraction, mode)
-                    rows.append({"method": masking.name, "mode": mode, "fraction": fraction,
+                    rows.append({"method": label, "mode": mode, "fraction": fraction,
                                  **metrics})
         for method, init_weights in baseline_methods(settings.baselines):
             method_tags = {**tags, "strategy": method}
