@@ -112,7 +112,9 @@ class ImagePool:
         data_seed: int = 0,
     ) -> None:
         if images is None:
-            images = phantom.generate(num_images or 256, image_size, data_seed)[C.IMAGE]
+            # the classic phantom, the one AHM is tuned on (configs/ahm.yaml pins it too)
+            images = phantom.generate(num_images or 256, image_size, data_seed,
+                                      variant="classic")[C.IMAGE]
         if callable(images):
             if not num_images or num_images < 1:
                 raise ValueError("a callable image source needs num_images >= 1")
