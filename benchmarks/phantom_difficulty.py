@@ -1,4 +1,4 @@
-"""How hard the benchmark phantom is: a linear shortcut against a small CNN (issue 11).
+"""How hard the benchmark phantom is: a linear shortcut against a small CNN.
 
 Measured at 64 px on 2,048 train / 1,024 test phantoms of one seed (disjoint index ranges; the
 test images follow the training ones), 4 classes (chance 0.25):

@@ -1,6 +1,6 @@
 """Phantom generation throughput: 2,000 chest X-ray phantoms at 224 px, 1 process vs 2.
 
-The issue's target: a 2,000-image 224 px set generates in well under a minute on 2 cores. The
+The target: a 2,000-image 224 px set generates in well under a minute on 2 cores. The
 1-process run generates everything in the main process; the 2-process run splits the index range
 into chunks that two worker processes (``multiprocessing``, spawn) generate in parallel, which is
 what Ray Data does with :func:`medmask.preprocess.phantom_dataset`. Every process is pinned to

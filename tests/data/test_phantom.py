@@ -1,6 +1,6 @@
 """The phantom generator: every variant's contract, the classic phantom's shapes (pinned to
 ``variant="classic"``), and the benchmark phantom's lung share, mass-matched class lesions,
-clutter and difficulty (issue 11)."""
+clutter and difficulty."""
 
 import cv2
 import numpy as np
@@ -249,7 +249,7 @@ def test_classic_label_is_learnable_by_a_small_cnn():
 
 
 # --------------------------------------------------------------------------------------------
-# the benchmark phantom (issue 11)
+# the benchmark phantom
 
 
 def _valid_fraction(organs: np.ndarray, size: int, patch: int) -> float:

@@ -2,7 +2,7 @@
 
 Three variants (``generate(..., variant=...)``, ``data.variant`` in Hydra):
 
-- ``"benchmark"`` (the default, issue 11): a benchmark for masked image modeling. The lungs
+- ``"benchmark"`` (the default): a benchmark for masked image modeling. The lungs
   cover a realistic share of the image (valid fraction, the share of patches overlapping the
   lungs, ~0.63 at 224 px / 16-px patches and ~0.57 at 64 px / 4-px patches). Every image, of
   every class, carries the same extra density at 1-3 sites drawn from one distribution over
