@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
 
 from medmask import columns as C
+from medmask.masking import apply_patch_mask, create_mask_strategy, inclusion_rate, num_masked
 
 # organ code -> RGB (background black, right lung red, left lung green, heart blue)
 ORGAN_COLORS = np.array([[0, 0, 0], [220, 60, 60], [60, 200, 60], [70, 110, 230]], np.uint8)
@@ -71,3 +75,49 @@ def heatmap_rgb(values: np.ndarray) -> np.ndarray:
     scaled = np.round(255 * (values - low) / span).astype(np.uint8)
     flat = cv2.applyColorMap(scaled.reshape(-1, scaled.shape[-1]), cv2.COLORMAP_INFERNO)
     return flat.reshape(*scaled.shape, 3)[..., ::-1].copy()  # BGR -> RGB
+
+
+def reward_curve(history: Any, *, x: str, y: str) -> Any:
+    """Mean episode reward (the mean masked-patch reconstruction loss of the sampled masks)
+    against env steps, from the policy's history table (columns ``x`` and ``y``): it rises as
+    the policy learns to mask harder patches."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.2), dpi=120)
+    if len(history) and y in history:
+        axis.plot(history[x], history[y], marker=".")
+    axis.set_xlabel("env steps (images)")
+    axis.set_ylabel("mean reward (reconstruction loss)")
+    axis.set_title("AHM policy: reward curve")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+@torch.no_grad()
+def policy_figure(net: Any, images: np.ndarray, ratio: float, random_share: float
+                  ) -> np.ndarray:
+    """AHM Fig. 8: image / predicted loss (value head) / masking probability (the inclusion
+    rate over 64 draws of the ordered sampler) / masked image, for a loaded policy ``net``
+    (``net(x) -> (logits, values)`` with a ``grid``)."""
+    x = torch.as_tensor(images[:, None])
+    logits, values = net(x)
+    generator = torch.Generator().manual_seed(0)
+    mask = create_mask_strategy("ahm", policy=net, random_share=random_share)(
+        {C.IMAGE: x}, net.grid, ratio, generator=generator)
+    grid = net.grid
+    rate = inclusion_rate(logits, num_masked(grid.num_patches, ratio), random_share, 64,
+                          generator)
+    masked = apply_patch_mask(x, grid, mask)[:, 0].numpy()
+    return mask_gallery([images, heatmap_rgb(grid.unpool(values).numpy()),
+                         heatmap_rgb(grid.unpool(rate).numpy()), masked])
+
+
+def segmentation_figure(images: np.ndarray, targets: np.ndarray, preds: np.ndarray
+                        ) -> np.ndarray:
+    """Image / ground truth / prediction rows (label maps as colour overlays)."""
+    return mask_gallery([images, organ_overlay(images, targets), organ_overlay(images, preds)])

@@ -40,8 +40,7 @@ import torch
 import envs
 from medmask import columns as C
 from medmask.data import phantom
-from medmask.eval.figures import heatmap_rgb, mask_gallery, organ_overlay
-from medmask.masking import apply_patch_mask, create_mask_strategy, inclusion_rate, num_masked
+from medmask.eval.figures import policy_figure, reward_curve, segmentation_figure
 from medmask.models import create_model
 from medmask.preprocess import study_splits
 from medmask.rl import (
@@ -173,49 +172,10 @@ def run_policy_training(settings: dict[str, Any], reconstruction_settings: Pretr
     stage.log_metrics(check)
     stage.log_artifact(folder / "policy.pt", "policy")
     stage.log_table(history, "reward_history.csv")
-    stage.log_figure(reward_curve(history), "reward_curve.png")
+    stage.log_figure(reward_curve(history, x=ENV_STEPS, y=REWARD), "reward_curve.png")
     stage.log_image(policy_figure(net, heldout[:4], float(settings["masking"]["ratio"]),
                                   float(policy["random_share"])), "ahm_fig8.png")
     return folder, check
-
-
-def reward_curve(history: pd.DataFrame) -> Any:
-    """Mean episode reward (the mean per-patch reconstruction loss of the sampled masks, AHM
-    eq. 7) against env steps: it rises as the policy learns to mask harder patches."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.2), dpi=120)
-    if len(history) and REWARD in history:
-        axis.plot(history[ENV_STEPS], history[REWARD], marker=".")
-    axis.set_xlabel("env steps (images)")
-    axis.set_ylabel("mean reward (reconstruction loss)")
-    axis.set_title("AHM policy: reward curve")
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    plt.close(figure)
-    return figure
-
-
-@torch.no_grad()
-def policy_figure(net: Any, images: np.ndarray, ratio: float, random_share: float
-                  ) -> np.ndarray:
-    """AHM Fig. 8: image / predicted loss (value head) / masking probability (the inclusion
-    rate over 64 draws of the ordered sampler) / masked image."""
-
-    x = torch.as_tensor(images[:, None])
-    logits, values = net(x)
-    generator = torch.Generator().manual_seed(0)
-    mask = create_mask_strategy("ahm", policy=net, random_share=random_share)(
-        {"image": x}, net.grid, ratio, generator=generator)
-    grid = net.grid
-    rate = inclusion_rate(logits, num_masked(grid.num_patches, ratio), random_share, 64,
-                          generator)
-    masked = apply_patch_mask(x, grid, mask)[:, 0].numpy()
-    return mask_gallery([images, heatmap_rgb(grid.unpool(values).numpy()),
-                         heatmap_rgb(grid.unpool(rate).numpy()), masked])
 
 
 # ------------------------------------------------------------------------------------------
@@ -282,13 +242,6 @@ def run_segmentation(settings: dict[str, Any], datasets: dict[str, Any], stage: 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
-
-
-def segmentation_figure(images: np.ndarray, targets: np.ndarray, preds: np.ndarray
-                        ) -> np.ndarray:
-    """Image / ground truth / prediction rows (label maps as colour overlays)."""
-
-    return mask_gallery([images, organ_overlay(images, targets), organ_overlay(images, preds)])
 
 
 # ------------------------------------------------------------------------------------------
