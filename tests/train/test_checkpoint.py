@@ -42,3 +42,11 @@ def test_a_failed_build_leaves_no_entry(tmp_path):
     with cache.build(key) as folder:
         (folder / "policy.pt").write_text("whole")
     assert (cache.lookup(key) / "policy.pt").read_text() == "whole"
+
+
+def test_the_code_version_names_the_package_and_a_digest():
+    from medmask import __version__
+    from medmask.train import code_version
+
+    version = code_version()
+    assert version.startswith(f"{__version__}+") and len(version.split("+")[1]) == 12

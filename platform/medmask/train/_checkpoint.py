@@ -29,9 +29,10 @@ def config_hash(config: Mapping[str, Any], length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-# The code that defines what a pretraining produces: the model, the loss, the masks, the loop.
-_CODE_PARTS = ("masking", "models", "methods", "train/_loop.py", "train/_loop_utils.py",
-               "train/_optim.py", "train/_pretrain.py", "train/_masks.py")
+# The code that defines what a pretraining produces: model, loss, masks, loop, the phantoms.
+_CODE_PARTS = ("masking", "models", "methods", "data/phantom.py", "train/_loop.py",
+               "train/_loop_utils.py", "train/_optim.py", "train/_pretrain.py",
+               "train/_masks.py")
 
 
 @functools.lru_cache(maxsize=1)
