@@ -217,7 +217,7 @@ def reconstruction_gallery(settings: PretrainSettings, checkpoint: Path, dataset
     rows = train_view(dataset).take_batch(count, batch_format="numpy")
     images = torch.from_numpy(np.array(rows[C.IMAGE], dtype=np.float32))[:, None]
     strategy = build_mask_strategy(dataclasses.asdict(settings.masking))
-    batch = {k: torch.from_numpy(np.asarray(v)) for k, v in rows.items()}
+    batch = {k: torch.from_numpy(np.array(v)) for k, v in rows.items()}  # writable copies
     mask = strategy(batch, model.grid, settings.masking.ratio,
                     generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
