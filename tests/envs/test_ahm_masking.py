@@ -127,7 +127,7 @@ def test_image_sources_callable_and_phantom_default() -> None:
     np.testing.assert_array_equal(obs[0], pool[info[IMAGE_INDEX]])
     default = AHMMaskingEnv(TinyReconstruction(), num_images=8, data_seed=4)
     obs, info = default.reset(seed=0)
-    expected = phantom.generate(8, 32, seed=4)[C.IMAGE][info[IMAGE_INDEX]]
+    expected = phantom.generate(8, 32, seed=4, variant="classic")[C.IMAGE][info[IMAGE_INDEX]]
     np.testing.assert_array_equal(obs[0], expected)
 
 
