@@ -157,6 +157,7 @@ def run_policy_training(settings: dict[str, Any], reconstruction_settings: Pretr
             envs.ENV_ID, env_config, mask_ratio=float(settings["masking"]["ratio"]),
             images_per_epoch=budget.images_per_epoch, max_epochs=budget.max_epochs,
             seed=int(settings["seed"]), **policy)
+        folder.mkdir(parents=True, exist_ok=True)  # a short budget may end before a checkpoint
         net, history = train_policy(
             algo_config, budget, checkpoint_dir=folder,
             on_iteration=lambda i, metrics: stage.log_metrics(metrics, step=i))
