@@ -44,9 +44,26 @@ def test_a_failed_build_leaves_no_entry(tmp_path):
     assert (cache.lookup(key) / "policy.pt").read_text() == "whole"
 
 
-def test_the_code_version_names_the_package_and_a_digest():
-    from medmask import __version__
-    from medmask.train import code_version
+def test_the_code_version_changes_with_the_code_that_defines_a_pretraining(tmp_path):
+    import shutil
+    from pathlib import Path
 
-    version = code_version()
-    assert version.startswith(f"{__version__}+") and len(version.split("+")[1]) == 12
+    import medmask
+    from medmask.train import code_version
+    from medmask.train._checkpoint import code_digest
+
+    package = tmp_path / "medmask"
+    shutil.copytree(Path(medmask.__file__).parent, package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    assert code_version() == f"{medmask.__version__}+{code_digest(package)}"
+    before = code_digest(package)
+    with (package / "data" / "phantom.py").open("a") as handle:
+        handle.write("# a changed phantom\n")
+    changed = code_digest(package)
+    assert changed != before
+    with (package / "eval" / "figures.py").open("a") as handle:  # not part of a pretraining
+        handle.write("# a changed figure\n")
+    assert code_digest(package) == changed
+    with (package / "masking" / "_grid.py").open("a") as handle:
+        handle.write("# a changed grid\n")
+    assert code_digest(package) != changed

@@ -39,14 +39,18 @@ _CODE_PARTS = ("masking", "models", "methods", "data/phantom.py", "train/_loop.p
 def code_version() -> str:
     """The package version and a digest of the source files that define a pretraining (a
     cached checkpoint of other code is never reused after a change)."""
-    package = Path(medmask.__file__).parent
+    return f"{medmask.__version__}+{code_digest(Path(medmask.__file__).parent)}"
+
+
+def code_digest(package: Path) -> str:
+    """SHA-256 (12 hex digits) of the files of :data:`_CODE_PARTS` under ``package``."""
     digest = hashlib.sha256()
     for part in _CODE_PARTS:
         path = package / part
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             digest.update(file.relative_to(package).as_posix().encode())
             digest.update(file.read_bytes())
-    return f"{medmask.__version__}+{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
 
 
 def save_checkpoint(directory: str | Path, state: Mapping[str, Any]) -> Path:
