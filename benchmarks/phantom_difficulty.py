@@ -42,16 +42,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from medmask import columns as C  # noqa: E402
 from medmask.data.phantom import DEFAULT_VARIANT, NUM_CLASSES, generate  # noqa: E402
+from medmask.eval import logistic_accuracy  # noqa: E402
+from medmask.eval import patch_means as eval_patch_means  # noqa: E402
 
 SIZE, PATCH = 64, 4
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def patch_means(images: np.ndarray, patch: int = PATCH) -> np.ndarray:
     """[n, (H / patch) * (W / patch)]: each patch's mean pixel value (the shortcut features)."""
-    n, h, w = images.shape
-    blocks = images.reshape(n, h // patch, patch, w // patch, patch)
-    return blocks.mean(axis=(2, 4)).reshape(n, -1)
+    return eval_patch_means(images, patch)
 
 
 def patch_means_and_stds(images: np.ndarray, patch: int = PATCH) -> np.ndarray:
@@ -60,46 +59,6 @@ def patch_means_and_stds(images: np.ndarray, patch: int = PATCH) -> np.ndarray:
     blocks = images.reshape(n, h // patch, patch, w // patch, patch)
     return np.concatenate([blocks.mean(axis=(2, 4)).reshape(n, -1),
                            blocks.std(axis=(2, 4)).reshape(n, -1)], axis=1)
-
-
-def _fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, classes: int) -> torch.Tensor:
-    weights = torch.zeros(x.shape[1] + 1, classes, dtype=torch.float64, requires_grad=True)
-    ones = torch.ones(len(x), 1, dtype=torch.float64)
-    design = torch.cat([x, ones], dim=1)
-    optimizer = torch.optim.LBFGS([weights], lr=1.0, max_iter=300, tolerance_grad=1e-7,
-                                  line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(design @ weights, y)
-        loss = loss + l2 * weights[:-1].square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return weights.detach()
-
-
-def _predict(weights: torch.Tensor, x: torch.Tensor) -> np.ndarray:
-    design = torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
-    return (design @ weights).argmax(1).numpy()
-
-
-def logistic_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                      test_y: np.ndarray, l2_grid: tuple[float, ...] = L2_GRID) -> float:
-    """Test accuracy of a multinomial logistic regression (standardized features, the L2 weight
-    chosen on the last fifth of the training set, then refit on all of it)."""
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-8
-    xs = torch.from_numpy((train_x - mean) / std).double()
-    xt = torch.from_numpy((test_x - mean) / std).double()
-    ys, classes = torch.from_numpy(train_y).long(), int(max(train_y.max(), test_y.max())) + 1
-    cut = len(xs) * 4 // 5
-    scores = []
-    for l2 in l2_grid:
-        weights = _fit_logistic(xs[:cut], ys[:cut], l2, classes)
-        scores.append((_predict(weights, xs[cut:]) == train_y[cut:]).mean())
-    best = l2_grid[int(np.argmax(scores))]
-    return float((_predict(_fit_logistic(xs, ys, best, classes), xt) == test_y).mean())
 
 
 def _block(c_in: int, c_out: int, kernel: int, stride: int) -> list[torch.nn.Module]:

@@ -12,7 +12,9 @@ from omegaconf import DictConfig
 
 from medmask.train import MimSettings, run_mim_study, settings_from_dict
 
-RESULT_COLUMNS = ("method", "mode", "fraction", "accuracy", "macro_f1", "auc_mean")
+RESULT_COLUMNS = ("method", "mode", "fraction", "seeds", "accuracy", "auc_mean",
+                  "diff_vs_scratch", "ci_low", "ci_high", "per_seed_diff", "valid_fraction",
+                  "filled_share", "recon_mse", "inpaint_mse")
 
 
 def mim_settings(cfg: DictConfig) -> MimSettings:
@@ -33,6 +35,9 @@ def mim_settings(cfg: DictConfig) -> MimSettings:
         "fractions": list(cfg.fractions),
         "modes": list(cfg.modes),
         "baselines": to_dict(cfg.baselines),
+        "recipe": to_dict(cfg.train.recipe) if cfg.train.get("recipe") else {},
+        "seeds": list(cfg.get("seeds") or []),
+        "controls": to_dict(cfg.controls) if cfg.get("controls") else {},
         "cache_dir": str(Path(cfg.cache_dir).resolve()),
         "storage_dir": str(Path(cfg.storage_dir).resolve()),
         "scaling": scaling_settings(cfg.cluster),
@@ -45,7 +50,8 @@ def run(cfg: DictConfig) -> Any:
     tracker = make_tracker(cfg.tracking)
     init_ray(cfg.cluster, verbose=bool(cfg.get("verbose", False)))
     table = run_mim_study(settings, tracker)
-    text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(index=False)
+    text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(
+        index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
     log.info("results:\n%s", text)
     print(text)
     return table

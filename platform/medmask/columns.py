@@ -51,6 +51,7 @@ COUNT_COLUMNS: Final = (BAD_IMAGE, BAD_MASK, MASK_RESIZED, ORGANS_RULE_BASED, EM
 SAMPLE_COLUMNS: Final = (ID, IMAGE, ORGANS, LESION, GAZE, LABEL, LABELS, SPLIT, SOURCE)
 
 SPLITS: Final = ("train", "val", "test")
+POOL: Final = "pool"  # the unlabelled pretraining split of a study (labels never read)
 
 # --- organ label map ---------------------------------------------------------------------
 ORGAN_BACKGROUND: Final = 0

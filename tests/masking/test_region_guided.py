@@ -98,3 +98,71 @@ def test_no_fill_when_exactly_m_valid_and_stats_exact():
     assert mask[1, 0] and mask.sum(1).tolist() == [8, 8]
     assert stats.valid_fraction.tolist() == [0.5, 1 / 16]
     assert stats.filled_share.tolist() == [0.0, 7 / 8]
+
+
+def test_region_priority_one_is_random_masking_and_inf_the_paper_rule():
+    from medmask.masking import random_mask
+
+    grid = PatchGrid(32, 32, patch_size=4)
+    organs = _half_lung_map(6, 32)
+    seeds = np.arange(6, dtype=np.int64) * 977 + 5
+    random = random_mask(6, grid, 0.5, seeds=seeds)
+    assert torch.equal(region_guided_mask(organs, grid, 0.5, seeds=seeds, region_priority=1.0),
+                       random)
+    rule = region_guided_mask(organs, grid, 0.5, seeds=seeds)
+    assert torch.equal(region_guided_mask(organs, grid, 0.5, seeds=seeds,
+                                          region_priority=float("inf")), rule)
+    valid = patch_validity(organs, grid)
+    assert bool((rule <= valid).all())  # 32 of 64 valid, m = 32: exactly the lungs
+    with pytest.raises(ValueError, match="region_priority"):
+        region_guided_mask(organs, grid, 0.5, region_priority=0.5)
+
+
+def test_region_priority_moves_the_lung_share_between_random_and_the_rule():
+    grid = PatchGrid(32, 32, patch_size=4)
+    organs = _half_lung_map(4000, 32)  # half of the patches valid, m = 16 of 64
+    valid = patch_validity(organs, grid)
+    g = torch.Generator().manual_seed(0)
+    shares = []
+    for priority in (1.0, 3.0, float("inf")):
+        mask, stats = region_guided_mask(organs, grid, 0.25, g, region_priority=priority,
+                                         return_stats=True)
+        inside = float((mask & valid).sum() / mask.sum())
+        assert float(stats.filled_share.mean()) == pytest.approx(1 - inside)
+        shares.append(inside)
+    # random: ~ the valid fraction 0.5; the rule: 1.0; w = 3 in between
+    assert shares[0] == pytest.approx(0.5, abs=0.01)
+    assert 0.6 < shares[1] < 0.9 and shares[2] == 1.0
+
+
+def test_region_guided_masks_are_uniform_over_the_valid_patches():
+    grid = PatchGrid(16, 16, patch_size=4)  # 16 patches
+    organs = torch.zeros(20000, 16, 16, dtype=torch.uint8)
+    organs[:, :8, :] = 1  # patches 0..7 valid
+    mask = region_guided_mask(organs, grid, 0.25, torch.Generator().manual_seed(1))  # m = 4
+    freq = mask.float().mean(0)
+    assert torch.allclose(freq[:8], torch.full((8,), 0.5), atol=0.015)  # 4 of 8, uniformly
+    assert float(freq[8:].max()) == 0.0
+    random = create_mask_strategy("random")({"image": torch.zeros(20000, 16, 16)}, grid, 0.25,
+                                            generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(random.float().mean(0), torch.full((16,), 0.25), atol=0.015)
+
+
+def test_lesion_first_masks_the_lesion_patches_first():
+    grid = PatchGrid(16, 16, patch_size=4)
+    lesion = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    lesion[:, 0:2, 0:2] = 1  # patch 0
+    lesion[1, 12:16, 12:16] = 1  # and patch 15 in image 1
+    strategy = create_mask_strategy("lesion_first")
+    mask = strategy({"lesion": lesion, "mask_seed": np.arange(3, dtype=np.int64)}, grid, 0.25)
+    assert mask.sum(1).tolist() == [4, 4, 4] and bool(mask[:, 0].all()) and bool(mask[1, 15])
+    with pytest.raises(ValueError, match="lesion"):
+        strategy({"image": torch.zeros(1, 16, 16)}, grid, 0.25)
+
+
+def test_source_000_grid_note_the_vit14_alternative():
+    formula = PatchGrid(518, 518, num_patches=1370)
+    vit = PatchGrid(518, 518, patch_size=14)
+    assert (formula.rows, formula.cols, formula.patch_h, formula.patch_w) == (38, 37, 13, 14)
+    assert (vit.rows, vit.cols, vit.patch_h, vit.num_patches) == (37, 37, 14, 37 ** 2)
+    assert 1370 == 37 ** 2 + 1  # a ViT-14's tokens at 518 px plus its CLS token

@@ -20,12 +20,11 @@ from medmask.methods import (
     weighted_nt_xent,
 )
 from medmask.methods._contrastive import (
-    keyed_augment_params,
     lung_share,
     multi_region_nt_xent,
     pathology_share,
 )
-from medmask.segmentation import context_augment
+from medmask.segmentation import context_augment, keyed_augment_params
 from tests.methods.toy_contrastive import nt_xent as cross_entropy_nt_xent
 
 CONTRASTIVE = ("simclr", "masked_contrastive", "pathology_aware", "seg_crop", "multi_region")

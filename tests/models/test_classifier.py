@@ -49,9 +49,9 @@ def test_freeze_encoder_trains_only_the_head():
     assert not any(p.requires_grad for p in encoder.parameters())
     classifier(torch.rand(2, 1, 64, 64)).sum().backward()
     assert all(p.grad is None for p in encoder.parameters())
-    assert classifier.head.weight.grad is not None
+    assert classifier.head[1].weight.grad is not None
     trainable = [n for n, p in classifier.named_parameters() if p.requires_grad]
-    assert trainable == ["head.weight", "head.bias"]
+    assert trainable == ["head.1.weight", "head.1.bias"]  # MAE's probe: BN without affine
 
 
 def test_full_finetuning_trains_the_encoder_but_not_the_unused_decoder():

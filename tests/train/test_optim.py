@@ -73,3 +73,56 @@ def test_optimizer_config_rejects_unknown_names() -> None:
         OptimizerConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="schedule must be one of"):
         OptimizerConfig(schedule="linear")
+
+
+def _mae(classifier: bool = False):
+    from medmask.models import EncoderClassifier, create_model
+
+    encoder = create_model("mae_vit_tiny_64", patch_size=8, embed_dim=32, depth=3, num_heads=2,
+                           decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+    return EncoderClassifier(encoder, num_classes=4) if classifier else encoder
+
+
+def test_no_decay_rule_on_the_mae_own_parameter_names():
+    from medmask.train._optim import parameter_groups
+
+    encoder = _mae()  # the pretraining model: decoder and mask token trained
+    skipped = {n for g in parameter_groups(encoder, 0.05) if g["weight_decay"] == 0.0
+               for n in g["names"]}
+    for name in ("pos_embed", "cls_token", "mask_token", "decoder_pos_embed",
+                 "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias", "norm.bias"):
+        assert name in skipped, name
+    decayed = {n for g in parameter_groups(encoder, 0.05) if g["weight_decay"] == 0.05
+               for n in g["names"]}
+    assert {"patch_embed.proj.weight", "blocks.2.mlp.fc1.weight",
+            "decoder_embed.weight"} <= decayed
+
+
+def test_layer_wise_lr_decay_groups_follow_mae_layer_ids():
+    from medmask.train._optim import parameter_groups
+
+    classifier = _mae(classifier=True)  # 3 blocks: layers 0 (embeddings) .. 4 (norm, head)
+    scale = {n: g["lr_scale"] for g in parameter_groups(classifier, 0.05, 0.75)
+             for n in g["names"]}
+    assert scale["encoder.patch_embed.proj.weight"] == pytest.approx(0.75 ** 4)
+    assert scale["encoder.cls_token"] == pytest.approx(0.75 ** 4)
+    assert scale["encoder.pos_embed"] == pytest.approx(0.75 ** 4)
+    assert scale["encoder.blocks.0.attn.qkv.weight"] == pytest.approx(0.75 ** 3)
+    assert scale["encoder.blocks.2.mlp.fc2.weight"] == pytest.approx(0.75 ** 1)
+    assert scale["encoder.norm.weight"] == pytest.approx(1.0)
+    assert scale["head.weight"] == pytest.approx(1.0)
+    assert not any("decoder" in n for n in scale)  # the classifier freezes the decoder
+    opt = build_optimizer(classifier, OptimizerConfig(base_lr=1e-3, layer_decay=0.75), 256)
+    lrs = sorted({round(g["lr"], 12) for g in opt.param_groups})
+    assert lrs == pytest.approx([1e-3 * 0.75 ** k for k in (4, 3, 2, 1, 0)])
+    # the schedule scales every group by the same factor: ratios between layers are kept
+    sched = build_scheduler(opt, OptimizerConfig(base_lr=1e-3, layer_decay=0.75,
+                                                 warmup_epochs=1), steps_per_epoch=4, epochs=3)
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    head = max(g["lr"] for g in opt.param_groups)
+    first = min(g["lr"] for g in opt.param_groups)
+    assert first / head == pytest.approx(0.75 ** 4)
+    with pytest.raises(ValueError, match="layer_decay"):
+        OptimizerConfig(layer_decay=0.0)

@@ -4,8 +4,19 @@
 - Evaluation protocols: :func:`register_protocol`, :func:`run_protocol`,
   :func:`list_protocols` (``experiments/evaluate.py eval=<name>``); ``masked_area`` reports
   what each inference masking condition really masks.
+- Study controls: the shortcut baseline and the inpainting floors of MIM
+  (:mod:`._baselines`), paired bootstrap intervals between arms (:mod:`._compare`).
 """
 
+from medmask.eval._baselines import (
+    inpainting_loss,
+    logistic_accuracy,
+    logistic_probabilities,
+    patch_means,
+    shortcut_baseline,
+    visible_mean_loss,
+)
+from medmask.eval._compare import PairedDifference, paired_bootstrap
 from medmask.eval._protocols import (
     PROTOCOLS,
     list_protocols,
@@ -34,7 +45,15 @@ from medmask.eval.metrics import (
 )
 
 __all__ = [
+    "visible_mean_loss",
+    "shortcut_baseline",
+    "patch_means",
+    "paired_bootstrap",
+    "logistic_probabilities",
+    "logistic_accuracy",
+    "inpainting_loss",
     "PROTOCOLS",
+    "PairedDifference",
     "accuracy",
     "boundary_iou",
     "classification_metrics",

@@ -32,6 +32,15 @@ class PatchGrid:
         >>> g = PatchGrid(518, 518, num_patches=1370)
         >>> (g.rows, g.cols, g.patch_h, g.patch_w)
         (38, 37, 13, 14)
+
+    The source's N_p = 1370 is 37^2 + 1: the token count of a ViT-14 at 518 px *with* its CLS
+    token. Its formula (kept here exactly as given) lays out 38 x 37 boxes of 13 x 14 px,
+    which drift from that ViT's 37 x 37 patches of 14 x 14 px (the 1370th box is a lone
+    patch on a 38th row). To mask a ViT-14's own patches, use the patch-size form:
+
+        >>> v = PatchGrid(518, 518, patch_size=14)
+        >>> (v.rows, v.cols, v.patch_h, v.patch_w, v.num_patches)
+        (37, 37, 14, 14, 1369)
     """
 
     height: int

@@ -6,10 +6,23 @@ valid patches are masked at random. The paper is silent on ``m`` exceeding the v
 which is the usual case at sigma = 0.75 (lungs cover about half the patches): then every valid
 patch is masked and the rest are filled at random from the other patches, so every row keeps
 the same count (what lets a batch stack). :class:`RegionGuidedStats` reports how often.
+
+Two readings of the count. (a) ``m = floor(N sigma)`` with N *all* patches, as implemented:
+at sigma = 0.75 and a valid fraction under 0.75 the rule masks every lung patch of every
+image in every epoch (the encoder never sees a lung token) and fills the rest from outside
+the lungs. (b) ``m = floor(N_valid sigma)``, sigma of the *valid* patches: varies per image,
+which a fixed-count batch cannot stack, so it is not offered; ``region_priority`` is the
+fixed-count interpolation instead. ``region_priority = w`` draws the m masked patches
+without replacement with probability proportional to w for valid patches and 1 for the
+others (:func:`~medmask.masking.sample_from_scores`'s exponential race): w = 1 is random
+masking (the same patches as :func:`~medmask.masking.random_mask` for the same noise),
+w = inf (the default) is reading (a), the paper's rule; values between let a sweep move
+from one to the other and leave some lung tokens visible.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,26 +122,41 @@ def region_guided_mask(
     valid_labels: tuple[int, ...] = C.LUNG_LABELS,
     min_overlap: float = 0.0,
     seeds: np.ndarray | torch.Tensor | None = None,
+    region_priority: float = math.inf,
     return_stats: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, RegionGuidedStats]:
     """Mask m = floor(N * ratio) patches per image, valid (region) patches first (RGMIM).
 
-    One argsort over ``noise + (not valid)``: valid patches (keys in [0, 1)) come before the
-    others (keys in [1, 2)), each group in random order, so the m lowest keys are m random valid
-    patches, or all valid ones plus a random fill from the rest.
+    With ``region_priority = inf`` (the paper's rule): one argsort over
+    ``noise + (not valid)``: valid patches (keys in [0, 1)) come before the others (keys in
+    [1, 2)), each group in random order, so the m lowest keys are m random valid patches, or
+    all valid ones plus a random fill from the rest. A finite priority w >= 1 draws from the
+    exponential race with keys ``-log(1 - u) / w`` on valid and ``-log(1 - u)`` on the other
+    patches (module docstring): w = 1 is random masking.
 
     Returns:
-        bool [B, N] (True = masked), and :class:`RegionGuidedStats` when ``return_stats``.
+        bool [B, N] (True = masked), and :class:`RegionGuidedStats` when ``return_stats``
+        (``filled_share``: the share of the m masked patches that lie outside the region).
     """
+    priority = float(region_priority)
+    if not priority >= 1.0:
+        raise ValueError(f"region_priority must be >= 1 (1 = random masking, inf = the "
+                         f"paper's rule), got {region_priority!r}")
     valid = patch_validity(organs, grid, valid_labels, min_overlap)
     batch_size, n = valid.shape
     count = num_masked(n, ratio)
     noise = uniform_noise(batch_size, n, generator=generator, seeds=seeds, device=valid.device)
-    mask = mask_lowest(noise + (~valid).to(noise.dtype), count)
+    if math.isinf(priority):
+        keys = noise + (~valid).to(noise.dtype)
+    else:
+        weights = torch.where(valid, torch.tensor(priority, dtype=noise.dtype),
+                              torch.tensor(1.0, dtype=noise.dtype))
+        keys = torch.log1p(-noise).neg_().div_(weights)
+    mask = mask_lowest(keys, count)
     if not return_stats:
         return mask
     n_valid = valid.sum(1)
-    filled = (count - n_valid).clamp(min=0).float()
+    filled = (mask & ~valid).sum(1).float()
     stats = RegionGuidedStats(
         valid_fraction=n_valid.float() / n,
         filled_share=filled / count if count > 0 else torch.zeros_like(filled),

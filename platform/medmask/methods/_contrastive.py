@@ -38,18 +38,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from medmask import columns as C
-from medmask.keyed import keyed_uniform, mask_seeds, splitmix64
 from medmask.methods._registry import LoopParts, Method, register_method
 from medmask.models import autocast, create_model, images_nchw
 from medmask.segmentation import (
     AugmentConfig,
     AugmentParams,
+    batch_generator,
     context_augment,
+    keyed_augment_params,
     region_masks,
     segment_pathology,
 )
@@ -130,28 +130,6 @@ class TwoViews(NamedTuple):
     params2: AugmentParams
     regions1: torch.Tensor | None = None  # bool [B, 6, H, W] region masks moved with view 1
     regions2: torch.Tensor | None = None
-
-
-def keyed_augment_params(keys: Any, seed: int, epoch: int, views: int = 2,
-                         config: AugmentConfig = GUIDE_AUGMENTATION) -> list[AugmentParams]:
-    """Per-image augmentation parameters of ``views`` views, a pure function of (seed, epoch,
-    image key): five keyed uniforms per view (angle, flip, brightness, contrast, noise)."""
-    seeds = mask_seeds(np.asarray(keys, np.int64), seed, epoch)
-    u = torch.from_numpy(keyed_uniform(seeds, 5 * views)).to(torch.float64)
-    out = []
-    for v in range(views):
-        angle, flip, bright, contrast, noise = u[:, 5 * v:5 * v + 5].unbind(1)
-        out.append(AugmentParams((2 * angle - 1) * config.max_rotation_deg,
-                                 flip < config.flip_p, 1 + (2 * bright - 1) * config.brightness,
-                                 1 + (2 * contrast - 1) * config.contrast, noise < config.noise_p))
-    return out
-
-
-def batch_generator(keys: Any, seed: int, epoch: int) -> torch.Generator:
-    """A generator seeded by the batch's keyed seeds (for the noise pixels)."""
-    seeds = mask_seeds(np.asarray(keys, np.int64), seed, epoch).view(np.uint64)
-    mixed = splitmix64(np.bitwise_xor.reduce(seeds, keepdims=True))
-    return torch.Generator().manual_seed(int(mixed[0] >> np.uint64(1)))
 
 
 def two_views(batch: Mapping[str, torch.Tensor], *, seed: int, epoch: int,

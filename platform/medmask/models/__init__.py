@@ -24,6 +24,7 @@ from medmask.models._classifier import (
     LoadReport,
     TimmEncoder,
     load_local_weights,
+    set_drop_path,
 )
 from medmask.models._contrastive import ContrastiveCNN
 from medmask.models._interface import (
@@ -57,4 +58,5 @@ __all__ = [
     "load_local_weights",
     "masked_mean_loss",
     "register_model",
+    "set_drop_path",
 ]

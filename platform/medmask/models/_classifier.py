@@ -16,7 +16,7 @@ from typing import Any
 
 import timm
 import torch
-from timm.layers import trunc_normal_
+from timm.layers import DropPath, trunc_normal_
 from timm.models import adapt_input_conv
 from torch import nn
 
@@ -33,7 +33,9 @@ class EncoderClassifier(nn.Module):
         multilabel: the labels are multi-hot (the loss is sigmoid + BCE, the training loop's
             business); single-label means softmax + cross-entropy.
         freeze_encoder: linear probing: the encoder's parameters get no gradient, it stays in
-            eval mode and runs under ``torch.no_grad``.
+            eval mode and runs under ``torch.no_grad``; the head is MAE's linear-probe head,
+            a BatchNorm without affine parameters before the linear layer (features of a
+            frozen MIM encoder are badly scaled for a linear classifier).
 
     Parameters the encoder declares unused by ``encode`` (``decoder_parameters()``, e.g. the MAE
     decoder) are frozen, so DDP does not wait for gradients that never come.
@@ -53,9 +55,12 @@ class EncoderClassifier(nn.Module):
         self.num_classes = num_classes
         self.multilabel = multilabel
         self.freeze_encoder = freeze_encoder
-        self.head = nn.Linear(int(encoder.embed_dim), num_classes)
-        trunc_normal_(self.head.weight, std=0.01)
-        nn.init.zeros_(self.head.bias)
+        linear = nn.Linear(int(encoder.embed_dim), num_classes)
+        trunc_normal_(linear.weight, std=0.01)
+        nn.init.zeros_(linear.bias)
+        self.head = (nn.Sequential(nn.BatchNorm1d(int(encoder.embed_dim), affine=False,
+                                                  eps=1e-6), linear)
+                     if freeze_encoder else linear)
         for parameter in getattr(encoder, "decoder_parameters", list)():
             parameter.requires_grad_(False)
         if freeze_encoder:
@@ -76,6 +81,23 @@ class EncoderClassifier(nn.Module):
         else:
             features = self.encoder.encode(images)
         return self.head(features)
+
+
+def set_drop_path(encoder: nn.Module, rate: float) -> int:
+    """Stochastic depth on the encoder's transformer blocks (MAE fine-tuning's ``drop_path``):
+    block i of L drops its residual branches with probability ``rate * i / (L - 1)`` (timm's
+    linear rule). Returns the number of blocks changed (0 for encoders without ``blocks``).
+
+    Parameter-free, so a pretrained state dict loads the same before or after.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"drop_path must be in [0, 1), got {rate!r}")
+    blocks = [b for b in getattr(encoder, "blocks", ()) if hasattr(b, "drop_path1")]
+    for i, block in enumerate(blocks):
+        p = rate * i / max(len(blocks) - 1, 1)
+        block.drop_path1 = DropPath(p) if p > 0 else nn.Identity()
+        block.drop_path2 = DropPath(p) if p > 0 else nn.Identity()
+    return len(blocks)
 
 
 class TimmEncoder(nn.Module):

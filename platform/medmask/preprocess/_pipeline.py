@@ -196,7 +196,7 @@ class MaskImages:
             n_valid = valid.sum(1).numpy()
             out[C.PATCH_VALID] = valid.numpy()
             out[C.VALID_FRACTION] = (n_valid / grid.num_patches).astype(np.float32)
-            filled = np.clip(count - n_valid, 0, None) / max(count, 1)
+            filled = (mask & ~valid).sum(1).numpy() / max(count, 1)  # masked outside it
             reports_filled = C.FILLED_SHARE in strategy_reports(self.strategy)
             out[C.FILLED_SHARE] = (filled.astype(np.float32) if reports_filled
                                    else np.zeros(len(images), np.float32))

@@ -4,7 +4,8 @@
 
 - ``data.name == "phantom"``: ``n_train``, ``n_val``, ``n_test`` phantoms of the study seed at
   ``size`` px, generated ``chunk`` at a time, the three splits disjoint consecutive index
-  ranges of that one seed; an
+  ranges of that one seed; an optional ``n_pool`` adds an unlabelled ``pool`` split (the
+  next index range, after the test images: pretraining data, labels never read); an
   optional ``variant`` picks the phantom (``benchmark`` by default, ``classic``,
   ``confounded``: :mod:`medmask.data.phantom`);
 - any other name: the manifest of :func:`~medmask.data.manifest.load_manifest` (``root`` and
@@ -186,6 +187,8 @@ def _phantom_splits(data: Mapping[str, Any], seed: int, *, num_cpus: float,
         raise ValueError(f"the phantom data config lacks {missing} (needs {list(PHANTOM_KEYS)})")
     sizes = {"train": int(data["n_train"]), "val": int(data["n_val"]),
              "test": int(data["n_test"])}
+    if int(data.get("n_pool") or 0) > 0:
+        sizes[C.POOL] = int(data["n_pool"])
     variant = None if data.get("variant") is None else str(data["variant"])
     datasets, start = {}, 0
     for split, n in sizes.items():

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from medmask import columns as C
+from medmask.keyed import keyed_uniform, mask_seeds, splitmix64
 
 
 @dataclass(frozen=True)
@@ -176,3 +177,25 @@ def _resample_mask(mask: torch.Tensor, grid: torch.Tensor, shape: tuple[int, int
 
 def _as_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
     return array if torch.is_tensor(array) else torch.from_numpy(np.ascontiguousarray(array))
+
+
+def keyed_augment_params(keys: Any, seed: int, epoch: int, views: int = 2,
+                         config: AugmentConfig = AugmentConfig()) -> list[AugmentParams]:
+    """Per-image augmentation parameters of ``views`` views, a pure function of (seed, epoch,
+    image key): five keyed uniforms per view (angle, flip, brightness, contrast, noise)."""
+    seeds = mask_seeds(np.asarray(keys, np.int64), seed, epoch)
+    u = torch.from_numpy(keyed_uniform(seeds, 5 * views)).to(torch.float64)
+    out = []
+    for v in range(views):
+        angle, flip, bright, contrast, noise = u[:, 5 * v:5 * v + 5].unbind(1)
+        out.append(AugmentParams((2 * angle - 1) * config.max_rotation_deg,
+                                 flip < config.flip_p, 1 + (2 * bright - 1) * config.brightness,
+                                 1 + (2 * contrast - 1) * config.contrast, noise < config.noise_p))
+    return out
+
+
+def batch_generator(keys: Any, seed: int, epoch: int) -> torch.Generator:
+    """A generator seeded by the batch's keyed seeds (for the noise pixels)."""
+    seeds = mask_seeds(np.asarray(keys, np.int64), seed, epoch).view(np.uint64)
+    mixed = splitmix64(np.bitwise_xor.reduce(seeds, keepdims=True))
+    return torch.Generator().manual_seed(int(mixed[0] >> np.uint64(1)))

@@ -47,6 +47,10 @@ def ended_as_it_ends(run: Any, end: Callable[[str], Any]) -> Iterator[Any]:
     end("FINISHED")
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by the MLflow 3 UI to pick its view
+MODEL_TRAINING_KIND = "custom_model_development"  # the model-training view (not GenAI)
+
+
 class TrackingUnavailableError(RuntimeError):
     """The tracking server cannot be reached (raised before any compute starts)."""
 
@@ -292,8 +296,14 @@ class Tracker:
         self.commit = git_commit()
 
     def _experiment_id(self, name: str, artifact_root: str | Path | None) -> str:
+        """The experiment's id (created if missing), tagged as a model-training experiment:
+        MLflow 3 opens an untagged experiment in its GenAI view, where stage runs are listed
+        as "Evaluation runs"."""
         existing = self.client.get_experiment_by_name(name)
         if existing is not None:
+            if existing.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+                self.client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG,
+                                               MODEL_TRAINING_KIND)
             return existing.experiment_id
         location = None
         if artifact_root is not None:
@@ -301,7 +311,8 @@ class Tracker:
         elif self.uri.startswith("sqlite:///"):
             db = Path(self.uri[len("sqlite:///") :])
             location = (db.parent / DEFAULT_ARTIFACTS / name).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
     @contextmanager
     def run(

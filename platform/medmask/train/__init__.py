@@ -5,9 +5,12 @@
   probing / full fine-tuning through ``encode``), :func:`segment_loop` (U-Net segmentation).
 - Stages, used by the studies and by :mod:`medmask.tune`: :func:`run_pretraining` (cached in
   the :class:`StageCache` by :func:`pretrain_settings`), :func:`run_finetuning`,
-  :func:`label_fraction_subset`, :func:`reconstruction_gallery`.
-- Orchestrators: :func:`run_mim_study` (pretrain -> fine-tune -> evaluate, with From Scratch
-  and Transfer baselines) and :func:`run_ahm_study` (reconstruction net, RL policy, AHM
+  :func:`finetune_cell` (the lr grid, per-image predictions), :func:`label_fraction_subset`,
+  :func:`reconstruction_gallery`, :func:`reconstruction_baselines`,
+  :func:`masking_statistics`.
+- Orchestrators: :func:`run_mim_study` (pretrain -> fine-tune -> evaluate at every seed,
+  with From Scratch, shortcut, Transfer and oracle controls and paired intervals) and
+  :func:`run_ahm_study` (reconstruction net, RL policy, AHM
   pretraining, segmentation at several label fractions).
 - Typed, frozen settings at the boundary (:class:`MimSettings`, :class:`PretrainSettings`,
   ...), built from plain mappings by :func:`settings_from_dict` (unknown keys fail there).
@@ -27,12 +30,20 @@ from medmask.train._finetune import build_classifier, finetune_loop, predict
 from medmask.train._loop import run_epochs
 from medmask.train._loop_utils import quiet_data_progress
 from medmask.train._masks import build_mask_strategy
-from medmask.train._optim import OptimizerConfig, build_optimizer, build_scheduler
+from medmask.train._optim import (
+    OptimizerConfig,
+    build_optimizer,
+    build_scheduler,
+    parameter_groups,
+)
 from medmask.train._pretrain import pretrain_loop
 from medmask.train._segment import build_segmenter, score_segmentation, segment_loop
 from medmask.train._settings import (
+    AugmentSettings,
     BaselineSettings,
+    ControlSettings,
     CropSettings,
+    FinetuneRecipe,
     FinetuneSettings,
     HeadSettings,
     MaskingSettings,
@@ -44,18 +55,31 @@ from medmask.train._settings import (
     settings_from_dict,
 )
 from medmask.train._stages import (
+    FinetuneOutcome,
+    finetune_cell,
     label_fraction_subset,
+    masking_statistics,
     pretrain_settings,
+    reconstruction_baselines,
     reconstruction_gallery,
     run_finetuning,
     run_pretraining,
     train_view,
     transfer_report,
 )
-from medmask.train._study import baseline_methods, run_mim_study
+from medmask.train._study import baseline_methods, results_table, run_mim_study
 from medmask.train._trainer import ScalingSettings, build_trainer, steps_per_epoch
 
 __all__ = [
+    "parameter_groups",
+    "results_table",
+    "reconstruction_baselines",
+    "masking_statistics",
+    "finetune_cell",
+    "FinetuneOutcome",
+    "FinetuneRecipe",
+    "ControlSettings",
+    "AugmentSettings",
     "BaselineSettings",
     "CropSettings",
     "FinetuneSettings",

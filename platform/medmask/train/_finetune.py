@@ -4,6 +4,12 @@ The classifier sees the pretrained model only through ``encode(images) -> [B, D]
 y = GAP(LN(z_L)), then a linear head), so MAE ViTs, U-Nets and later families (CLIP towers,
 contrastive CNNs) share this path. Cross-entropy for single-label sets, BCE for multi-label.
 Optimizer and schedule as pretraining (RGMIM Table 1: AdamW, 30 fine-tuning epochs).
+
+The ``recipe`` (:class:`~medmask.train.FinetuneRecipe`) adds MAE's fine-tuning regularisation
+(``main_finetune.py``): layer-wise lr decay (in the optimizer config), drop path on the
+encoder's blocks, label smoothing, and a light augmentation of every training batch (flip,
+small rotation, brightness and contrast, keyed per image and epoch like the masks, applied to
+the image and its organ map together); validation picks the epoch (``select_on``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,13 @@ from medmask.models import (
     create_model,
     images_nchw,
     load_local_weights,
+    set_drop_path,
+)
+from medmask.segmentation import (
+    AugmentConfig,
+    batch_generator,
+    context_augment,
+    keyed_augment_params,
 )
 from medmask.train._checkpoint import load_checkpoint
 from medmask.train._loop import run_epochs
@@ -43,20 +56,41 @@ def build_classifier(config: dict[str, Any]) -> torch.nn.Module:
 
         load_local_weights(encoder, init["weights"], init.get("prefix", ""))
     head = config["head"]
+    probe = config.get("mode", "full") == "linear_probe"
+    drop_path = float((config.get("recipe") or {}).get("drop_path", 0.0))
+    if drop_path > 0 and not probe:
+        set_drop_path(encoder, drop_path)
     return EncoderClassifier(
         encoder,
         num_classes=int(head["num_classes"]),
         multilabel=bool(head.get("multilabel", False)),
-        freeze_encoder=config.get("mode", "full") == "linear_probe",
+        freeze_encoder=probe,
     )
 
 
 def classification_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor],
-                        multilabel: bool) -> torch.Tensor:
-    """Cross-entropy on ``label`` or BCE-with-logits on multi-hot ``labels``."""
+                        multilabel: bool, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy on ``label`` (with ``label_smoothing``) or BCE-with-logits on multi-hot
+    ``labels`` (no smoothing)."""
     if multilabel:
         return F.binary_cross_entropy_with_logits(logits, batch[C.LABELS].float())
-    return F.cross_entropy(logits, batch[C.LABEL].long())
+    return F.cross_entropy(logits, batch[C.LABEL].long(), label_smoothing=label_smoothing)
+
+
+def augmented_images(batch: dict[str, torch.Tensor], augment: dict[str, Any] | None, *,
+                     seed: int, epoch: int) -> torch.Tensor:
+    """The batch's images [B, 1, H, W], augmented when ``augment`` (:class:`AugmentConfig`
+    fields) is set: per-image parameters from (seed, epoch, image key), so an image gets the
+    same view on any worker and any batch layout, and a new one every epoch."""
+    images = images_nchw(batch)
+    if not augment:
+        return images
+    keys = batch[C.IMAGE_KEY].detach().cpu().numpy()
+    config = AugmentConfig(**augment)
+    params = keyed_augment_params(keys, seed, epoch, 1, config)[0]
+    out = context_augment(images, batch.get(C.ORGANS), config=config, params=params,
+                          generator=batch_generator(keys, seed, epoch))
+    return out.images
 
 
 @torch.no_grad()
@@ -83,13 +117,17 @@ def finetune_parts(config: dict[str, Any], device: torch.device) -> LoopParts:
     """The classifier, its classification loss, and validation metrics on ``val``."""
     multilabel = bool(config["head"].get("multilabel", False))
     mixed = bool(config.get("mixed_precision", True))
+    recipe = config.get("recipe") or {}
+    smoothing = float(recipe.get("label_smoothing", 0.0))
+    augment, seed = recipe.get("augment"), int(config["seed"])
 
     def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                    epoch: int) -> tuple[torch.Tensor, int]:
-        images = images_nchw(batch)
+        images = augmented_images(batch, augment, seed=seed, epoch=epoch)
         with autocast(device, mixed):
             logits = model(images)
-            return classification_loss(logits.float(), batch, multilabel), images.shape[0]
+            return (classification_loss(logits.float(), batch, multilabel, smoothing),
+                    images.shape[0])
 
     def validate(model: torch.nn.Module, val: Any, batch_size: int,
                  device: torch.device) -> dict[str, float]:

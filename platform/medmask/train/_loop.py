@@ -10,7 +10,11 @@ rank 0, and a checkpoint with every report.
 Config keys read here: ``optim`` (:class:`OptimizerConfig` fields), ``batch_size`` (global),
 ``epochs``, ``steps_per_epoch``, ``seed``, ``model`` ({name, params}: saved with the
 checkpoint), optional ``tracking`` ({uri, run_id}), optional ``inject_failure`` ({epoch,
-marker}: kill this worker once at that epoch, to exercise checkpoint resume).
+marker}: kill this worker once at that epoch, to exercise checkpoint resume), optional
+``shuffle_buffer`` (rows: a local shuffle of the training shard, reseeded every epoch from
+``seed`` and the epoch), optional ``select_on`` (a validation metric, larger = better: the
+checkpoint then also carries ``best_model``, the weights of the best epoch so far, which
+:func:`~medmask.train._trainer.fit_and_load` loads instead of the last epoch's).
 """
 
 from __future__ import annotations
@@ -52,17 +56,21 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
     rank, world = context.get_world_rank(), context.get_world_size()
     device = train_device()
     parts = build_parts(config, device)
-    optimizer, scheduler, start_epoch = optimization_state(parts.model, config)
+    optimizer, scheduler, start_epoch, restored = optimization_state(parts.model, config)
+    best = BestEpoch(config.get("select_on"), restored)
     model = ray.train.torch.prepare_model(parts.model)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if parts.validate is not None else None
     per_worker_batch = max(1, int(config["batch_size"]) // world)
     logger = EpochLogger(config.get("tracking"), rank)
+    shuffle = int(config.get("shuffle_buffer") or 0)
     for epoch in range(start_epoch, int(config["epochs"])):
         maybe_fail(config.get("inject_failure"), epoch)
         model.train()
-        batches = train_shard.iter_torch_batches(batch_size=per_worker_batch,
-                                                 prefetch_batches=2, device=device)
+        batches = train_shard.iter_torch_batches(
+            batch_size=per_worker_batch, prefetch_batches=2, device=device,
+            local_shuffle_buffer_size=shuffle or None,
+            local_shuffle_seed=(int(config["seed"]) * 1_000_003 + epoch) if shuffle else None)
 
         def batch_loss(batch: dict[str, torch.Tensor], epoch: int = epoch) -> tuple[Any, int]:
             return parts.batch_loss(model, batch, epoch)
@@ -72,26 +80,63 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
         if rank == 0 and val_shard is not None and parts.validate is not None:
             scores = parts.validate(unwrap(model), val_shard, per_worker_batch, device)
             metrics.update({f"val/{k}": v for k, v in scores.items()})
+            metrics.update(best.update(scores, epoch, unwrap(model)))
         logger.log(metrics, step=epoch)
-        report(metrics, rank, epoch, model, optimizer, scheduler, config)
+        report(metrics, rank, epoch, model, optimizer, scheduler, config, best)
+
+
+class BestEpoch:
+    """The best epoch so far on validation metric ``select_on`` (larger is better; the first
+    epoch wins ties) and a copy of its weights; inert when ``select_on`` is None."""
+
+    def __init__(self, select_on: str | None, restored: dict[str, Any] | None) -> None:
+        self.select_on = select_on
+        saved = (restored or {}).get("best") or {}
+        self.score: float | None = saved.get("score")
+        self.epoch: int | None = saved.get("epoch")
+        self.state: dict[str, torch.Tensor] | None = saved.get("model")
+
+    def update(self, scores: dict[str, Any], epoch: int,
+               model: torch.nn.Module) -> dict[str, float]:
+        """Keep this epoch's weights if it beats the best; the ``val/best_*`` metrics."""
+        if self.select_on is None:
+            return {}
+        if self.select_on not in scores:
+            raise ValueError(f"select_on={self.select_on!r} is not a validation metric; the "
+                             f"loop reports {sorted(scores)}")
+        score = float(scores[self.select_on])
+        if self.score is None or score > self.score:
+            self.score, self.epoch = score, epoch
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {"val/best_epoch": float(self.epoch), f"val/best_{self.select_on}": self.score}
+
+    def saved(self) -> dict[str, Any] | None:
+        if self.state is None:
+            return None
+        return {"score": self.score, "epoch": self.epoch, "model": self.state}
 
 
 def report(metrics: dict[str, Any], rank: int, epoch: int, model: torch.nn.Module,
-           optimizer: torch.optim.Optimizer, scheduler: Any, config: dict[str, Any]) -> None:
+           optimizer: torch.optim.Optimizer, scheduler: Any, config: dict[str, Any],
+           best: BestEpoch | None = None) -> None:
     """``ray.train.report`` of the epoch; rank 0 attaches the checkpoint (model, optimizer,
-    scheduler, epoch and the model's registry name and parameters)."""
+    scheduler, epoch, the model's registry name and parameters, and the best epoch's weights
+    when the loop selects on validation)."""
     if rank != 0:
         ray.train.report(metrics)
         return
     with checkpoint_dir() as directory:
-        save_checkpoint(directory, {
+        state = {
             "model": unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": epoch,
             "model_name": config["model"]["name"],
             "model_params": dict(config["model"].get("params", {})),
-        })
+        }
+        if best is not None and best.saved() is not None:
+            state["best"] = best.saved()
+        save_checkpoint(directory, state)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 

@@ -74,7 +74,8 @@ def train_epoch(
     loops: ``batch_loss(batch) -> (loss, images)`` for every batch, then zero_grad, backward,
     step and the per-step schedule; a non-finite loss stops with a FloatingPointError.
 
-    Returns ``charts/epoch``, the epoch's ``train/loss`` (mean over steps), ``train/lr``,
+    Returns ``charts/epoch``, the epoch's ``train/loss`` (mean over steps), ``train/lr`` (the
+    largest group's, i.e. the head's under layer-wise decay),
     ``train/steps`` and the
     :class:`StepTimer` summary (images/s, share of time waiting for data).
     """
@@ -95,7 +96,8 @@ def train_epoch(
         steps += 1
         timer.images += int(images)
     return {"charts/epoch": epoch, "train/loss": total / max(steps, 1),
-            "train/lr": optimizer.param_groups[0]["lr"], "train/steps": steps,
+            "train/lr": max(group["lr"] for group in optimizer.param_groups),
+            "train/steps": steps,
             **timer.summary()}
 
 
@@ -111,8 +113,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def optimization_state(model: torch.nn.Module, config: dict[str, Any]) -> tuple[Any, Any, int]:
-    """AdamW + warmup-cosine from ``config`` and the epoch to start from.
+def optimization_state(model: torch.nn.Module, config: dict[str, Any]
+                       ) -> tuple[Any, Any, int, dict[str, Any] | None]:
+    """AdamW + warmup-cosine from ``config``, the epoch to start from and the restored
+    checkpoint state (None on a fresh start).
 
     After a worker failure Ray Train hands the latest reported checkpoint back
     (``ray.train.get_checkpoint``): model, optimizer and scheduler are restored from it and
@@ -127,10 +131,10 @@ def optimization_state(model: torch.nn.Module, config: dict[str, Any]) -> tuple[
                                 epochs=int(config["epochs"]))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return optimizer, scheduler, 0
+        return optimizer, scheduler, 0, None
     with checkpoint.as_directory() as directory:
         state = load_checkpoint(directory)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return optimizer, scheduler, int(state["epoch"]) + 1
+    return optimizer, scheduler, int(state["epoch"]) + 1, state

@@ -7,11 +7,17 @@ is ``lr = base_lr * batch / 256`` and the schedule is a linear warmup then a hal
 The AHM paper's U-Net settings are the other preset: plain Adam at a fixed learning rate
 (pretraining 2e-4; segmentation fine-tuning 3e-4 "10% decay every 3 epochs"), i.e.
 ``optimizer="adam", scale_lr=False, schedule="step", decay_every_epochs=3, decay_factor=0.9``.
+
+Fine-tuning a ViT follows MAE's recipe (``main_finetune.py``, ``util/lr_decay.py``): layer-wise
+lr decay, the parameters of layer ``i`` (0 = patch embedding, class token and position
+embedding; ``i`` = block ``i - 1``; ``L + 1`` = the final norm and the head) trained at
+``lr * layer_decay ** (L + 1 - i)``, so the first layers of a pretrained encoder move least.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -40,8 +46,11 @@ class OptimizerConfig:
     scale_lr: bool = True
     decay_every_epochs: float = 1.0
     decay_factor: float = 1.0
+    layer_decay: float = 1.0  # MAE fine-tuning: 0.75; 1 = one lr for every layer
 
     def __post_init__(self) -> None:
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -62,23 +71,60 @@ OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("cosine", "step")
 
 
+NO_DECAY_SUFFIXES = ("pos_embed", "cls_token", "mask_token")
+_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+_EMBEDDING = ("cls_token", "pos_embed", "patch_embed", "mask_token")
+
+
+def no_weight_decay(name: str, param: torch.nn.Parameter) -> bool:
+    """MAE's rule: no weight decay on biases, norms (1-d) and the position embeddings and
+    tokens (``pos_embed``, ``decoder_pos_embed``, ``cls_token``, ``mask_token``)."""
+    return param.ndim <= 1 or name.endswith(NO_DECAY_SUFFIXES)
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """MAE's ``get_layer_id_for_vit``: 0 for the embeddings, ``i + 1`` for ``blocks.i``,
+    ``num_layers + 1`` for everything after the blocks (final norm, head)."""
+    block = _BLOCK.search(name)
+    if block is not None:
+        return int(block.group(1)) + 1
+    tail = name.removeprefix("encoder.")  # a classifier's encoder, or the bare encoder
+    return 0 if tail.startswith(_EMBEDDING) else num_layers + 1
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float,
+                     layer_decay: float = 1.0) -> list[dict]:
+    """Optimizer groups by (layer, weight decay): each group holds ``lr_scale`` =
+    ``layer_decay ** (L + 1 - layer)`` (1 for every group when ``layer_decay`` = 1) and its
+    parameter names (``names``, for tests and logs). L = the number of ``blocks.i`` found."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    block_ids = {int(m.group(1)) for n, _ in named if (m := _BLOCK.search(n))}
+    num_layers = max(block_ids) + 1 if block_ids else 0
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in named:
+        layer = layer_id(name, num_layers) if layer_decay < 1 else num_layers + 1
+        skip = no_weight_decay(name, param)
+        group = groups.setdefault((layer, skip), {
+            "params": [], "names": [], "weight_decay": 0.0 if skip else weight_decay,
+            "lr_scale": layer_decay ** (num_layers + 1 - layer)})
+        group["params"].append(param)
+        group["names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
 def build_optimizer(
     model: torch.nn.Module, cfg: OptimizerConfig, batch_size: int
 ) -> torch.optim.Optimizer:
-    """AdamW (or Adam) with no weight decay on biases, norms, position embeddings and tokens
-    (MAE's parameter groups; Adam's weight decay is the L2 kind, 0 in the AHM presets)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        skip = param.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token"))
-        (no_decay if skip else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    """AdamW (or Adam) over :func:`parameter_groups`: no weight decay on biases, norms,
+    position embeddings and tokens (MAE's groups; Adam's weight decay is the L2 kind, 0 in the
+    AHM presets), each group at ``lr * lr_scale`` (layer-wise lr decay)."""
+    lr = cfg.absolute_lr(batch_size)
+    groups = parameter_groups(model, cfg.weight_decay, cfg.layer_decay)
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+        group.pop("names")
     kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return kind(groups, lr=cfg.absolute_lr(batch_size), betas=tuple(cfg.betas))
+    return kind(groups, lr=lr, betas=tuple(cfg.betas))
 
 
 def warmup_cosine_factor(progress_epochs: float, total_epochs: float, cfg: OptimizerConfig,
@@ -110,7 +156,8 @@ def build_scheduler(
     """Per-step schedule (warmup + cosine, or step decay) over ``epochs * steps_per_epoch``."""
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    peak = optimizer.param_groups[0]["lr"]
+    first = optimizer.param_groups[0]
+    peak = first["lr"] / first.get("lr_scale", 1.0)  # the unscaled peak (min_lr's reference)
 
     def factor(step: int) -> float:
         if cfg.schedule == "step":

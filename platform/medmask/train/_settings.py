@@ -89,6 +89,39 @@ class CropSettings:
 
 
 @dataclass(frozen=True)
+class AugmentSettings:
+    """Light training augmentation for fine-tuning (:class:`medmask.segmentation.AugmentConfig`
+    fields; no noise by default). ``flip_p`` = 0 where the label is not mirror-invariant."""
+
+    flip_p: float = 0.5
+    max_rotation_deg: float = 5.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+    noise_sigma: float = 0.0
+    noise_p: float = 0.0
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """MAE's fine-tuning recipe (``main_finetune.py``) beside the optimizer's layer-wise lr
+    decay (``finetune.optim.layer_decay``): drop path, label smoothing, augmentation, a local
+    shuffle every epoch, the epoch selected on validation, and an lr grid selected on
+    validation (``lr_grid``: the base learning rates tried per cell; empty = only
+    ``finetune.optim.base_lr``), so no method wins because of a shared lr, and a floor on the
+    optimizer steps (``min_steps``: a 10 % label fraction otherwise trains for a handful).
+    The defaults switch everything off: ``configs/train/*.yaml`` set the recipe.
+    """
+
+    drop_path: float = 0.0
+    label_smoothing: float = 0.0
+    augment: AugmentSettings | None = None
+    shuffle_buffer: int = 0
+    select_on: str | None = None  # a val metric: "accuracy", "auc_mean", ...
+    lr_grid: tuple[float, ...] = ()
+    min_steps: int = 0  # epochs are raised (warm-up scaled alike) to reach this many steps
+
+
+@dataclass(frozen=True)
 class PretrainSettings:
     """Everything a pretraining stage needs (and what its cache key is made of)."""
 
@@ -115,6 +148,23 @@ class FinetuneSettings:
     storage_dir: str
     method: str = "mae"
     crop: CropSettings | None = None  # fine-tune and test on lung crops (option 4)
+    recipe: FinetuneRecipe = field(default_factory=FinetuneRecipe)
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The controls every MIM study table carries besides From Scratch.
+
+    Attributes:
+        shortcut: the shortcut baseline, a logistic regression on the 16 x 16 grid of patch
+            means (:func:`medmask.eval.shortcut_baseline`): what needs no representation.
+        oracle: the "lesion-first" masking row: the same pretraining with the ground-truth
+            lesion patches masked first (``masking=lesion_first``, phantoms only): a bound
+            on what choosing *where* to mask can gain.
+    """
+
+    shortcut: bool = True
+    oracle: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +188,13 @@ class MimSettings:
     method: str = "mae"
     method_params: Mapping[str, Any] = field(default_factory=dict)
     crop: CropSettings | None = None  # every split cropped to the lungs, both stages
+    recipe: FinetuneRecipe = field(default_factory=FinetuneRecipe)
+    seeds: tuple[int, ...] = ()  # the study's seed axis; empty = (seed,)
+    controls: ControlSettings = field(default_factory=ControlSettings)
+
+    def seed_axis(self) -> tuple[int, ...]:
+        """The seeds the study runs (every method seeded the same way at each)."""
+        return tuple(self.seeds) or (self.seed,)
 
     def pretraining(self) -> PretrainSettings:
         """The settings of this study's pretraining stage."""
@@ -148,7 +205,7 @@ class MimSettings:
     def finetuning(self) -> FinetuneSettings:
         """The settings of this study's fine-tuning stages."""
         return FinetuneSettings(self.seed, self.model, self.finetune, self.head,
-                                self.storage_dir, self.method, self.crop)
+                                self.storage_dir, self.method, self.crop, self.recipe)
 
 
 def settings_from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:

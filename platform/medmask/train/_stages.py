@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +19,25 @@ import torch
 
 from medmask import columns as C
 from medmask.data.splits import label_fraction_subsets
-from medmask.eval import classification_metrics
+from medmask.eval import classification_metrics, inpainting_loss, visible_mean_loss
 from medmask.eval.figures import mask_gallery
-from medmask.masking import apply_patch_mask
+from medmask.masking import apply_patch_mask, epoch_masks, num_masked, patch_validity
+from medmask.methods import create_method
 from medmask.models import create_model, load_local_weights
 from medmask.preprocess import CropToLungs, map_stage
-from medmask.train._checkpoint import StageCache, code_version, load_checkpoint
+from medmask.train._checkpoint import (
+    StageCache,
+    code_version,
+    load_checkpoint,
+    save_checkpoint,
+)
 from medmask.train._finetune import build_classifier, finetune_loop, predict
 from medmask.train._masks import build_mask_strategy, masking_cache_key
 from medmask.train._pretrain import pretrain_loop
 from medmask.train._settings import (
     CropSettings,
     FinetuneSettings,
+    HeadSettings,
     ModelSettings,
     PretrainSettings,
     StageSettings,
@@ -44,7 +52,7 @@ from medmask.train._trainer import (
 
 log = logging.getLogger(__name__)
 
-TRAIN_COLUMNS = (C.IMAGE, C.IMAGE_KEY, C.ORGANS, C.LABEL, C.LABELS)
+TRAIN_COLUMNS = (C.IMAGE, C.IMAGE_KEY, C.ORGANS, C.LESION, C.LABEL, C.LABELS)
 
 
 # ------------------------------------------------------------------------------------------
@@ -62,6 +70,15 @@ def label_fraction_subset(dataset: Any, fraction: float, seed: int) -> tuple[Any
     if fraction >= 1.0:
         return dataset, sorted(keep)
     return dataset.filter(lambda row: row[C.ID] in keep).materialize(), sorted(keep)
+
+
+def pretraining_images(datasets: dict[str, Any]) -> Any:
+    """What pretraining sees: the unlabelled ``pool`` split and the training images (MIM
+    pretrains on every image it may; labels are never read), or the training split alone
+    where the study has no pool."""
+    if C.POOL in datasets:
+        return datasets[C.POOL].union(datasets["train"])
+    return datasets["train"]
 
 
 def train_view(dataset: Any) -> Any:
@@ -131,8 +148,13 @@ def run_pretraining(settings: PretrainSettings, datasets: dict[str, Any], stage:
         log.info("pretraining cache hit: %s", cached)
         stage.log_dict(key, "reused_cache_key.json")
         return cached
-    datasets = lung_cropped({"train": datasets["train"]}, settings.crop, stage)
+    if settings.pretrain.epochs == 0:  # the untrained model: fine-tuning it is From Scratch
+        with cache.build(key) as folder:
+            write_untrained_checkpoint(settings, folder)
+        return cache.entry(key)
+    datasets = lung_cropped({"train": pretraining_images(datasets)}, settings.crop, stage)
     train = train_view(datasets["train"]).materialize()
+    stage.log_metrics({"data/pretrain_images": float(train.count())})
     loop_config = {
         **stage_loop_config(settings.pretrain, settings.seed, train.count(),
                             scaling.num_workers, stage),
@@ -156,56 +178,240 @@ def run_pretraining(settings: PretrainSettings, datasets: dict[str, Any], stage:
     return entry
 
 
+@dataclass(frozen=True)
+class FinetuneOutcome:
+    """What one fine-tuning cell produced.
+
+    Attributes:
+        metrics: test metrics (accuracy, macro_f1, auc_mean, ...).
+        probs, targets: per test image, the predicted probabilities [n, K] and the labels
+            (class ids, or multi-hot rows): what paired bootstrap intervals resample.
+        base_lr: the selected learning rate of the lr grid.
+        val_score: the selected epoch's validation ``select_on`` score (nan: no selection).
+        grid: ``{base_lr: val_score}`` of every lr tried.
+    """
+
+    metrics: dict[str, float]
+    probs: np.ndarray
+    targets: np.ndarray
+    base_lr: float
+    val_score: float
+    grid: dict[float, float]
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Per test image, 1.0 where the top class is the label (single-label heads)."""
+        return (self.probs.argmax(1) == self.targets).astype(np.float64)
+
+
+def write_untrained_checkpoint(settings: PretrainSettings, directory: Path) -> None:
+    """Write the model as the loops initialise it (``torch.manual_seed(seed)`` then the
+    registry's constructor) as a checkpoint: 0 pretraining epochs, so that fine-tuning from it
+    is exactly From Scratch."""
+    torch.manual_seed(settings.seed)
+    model = create_model(settings.model.name, **settings.model.params)
+    save_checkpoint(directory, {"model": model.state_dict(), "epoch": -1,
+                                "model_name": settings.model.name,
+                                "model_params": dict(settings.model.params)})
+
+
 def run_finetuning(settings: FinetuneSettings, datasets: dict[str, Any], stage: Any,
                    scaling: ScalingSettings, pretrained: Path | None, fraction: float,
                    mode: str, init_weights: TransferSettings | None = None,
                    callbacks: Sequence[Any] = ()) -> dict[str, float]:
-    """Fine-tune on a label fraction, then evaluate on the test split; returns test metrics.
+    """Fine-tune on a label fraction, then evaluate on the test split; returns test metrics
+    (:func:`finetune_cell` has the per-image predictions and the lr selection)."""
+    return finetune_cell(settings, datasets, stage, scaling, pretrained, fraction, mode,
+                         init_weights, callbacks).metrics
+
+
+def finetune_cell(settings: FinetuneSettings, datasets: dict[str, Any], stage: Any,
+                  scaling: ScalingSettings, pretrained: Path | None, fraction: float,
+                  mode: str, init_weights: TransferSettings | None = None,
+                  callbacks: Sequence[Any] = ()) -> FinetuneOutcome:
+    """Fine-tune on a label fraction at every lr of the recipe's grid, keep the lr (and,
+    within a run, the epoch) with the best validation score, and evaluate that model on the
+    test split.
 
     ``pretrained`` is a pretraining checkpoint folder; ``init_weights`` a local weights file
     for the Transfer baseline (what loaded is logged as ``transfer_weights.json``); neither =
     From Scratch. ``callbacks`` go to the ``TorchTrainer`` (Ray Train ``UserCallback`` s).
+    The grid's scores are logged as ``val/lr_grid.json``; the selection as ``val/base_lr``.
     """
     datasets = lung_cropped({k: datasets[k] for k in ("train", "val", "test")}, settings.crop,
                             stage)
     subset, ids = label_fraction_subset(datasets["train"], fraction, settings.seed)
     stage.log_dict({"fraction": fraction, "ids": ids}, "label_fraction_ids.json")
     train = train_view(subset).materialize()
-    head = settings.head
+    head, recipe = settings.head, settings.recipe
     transfer = init_weights if init_weights and init_weights.weights else None
-    loop_config = {
-        **stage_loop_config(settings.finetune, settings.seed, train.count(),
-                            scaling.num_workers, stage),
-        "model": dataclasses.asdict(settings.model),
-        "pretrained": str(pretrained) if pretrained else None,
-        "init_weights": dataclasses.asdict(transfer) if transfer else None,
-        "mode": mode,
-        "head": dataclasses.asdict(head),
-    }
     if transfer is not None:
         report = transfer_report(settings.model, transfer)
         stage.log_dict(dataclasses.asdict(report), "transfer_weights.json")
         stage.set_tags({"transfer_weights": report.summary()})
     val = train_view(datasets["val"]).materialize()
-    trainer = build_trainer(
-        finetune_loop, loop_config, {"train": train, "val": val}, scaling=scaling,
-        storage_path=Path(settings.storage_dir), name=f"finetune-{stage.run_id[:8]}",
-        callbacks=callbacks,
-    )
-    model = fit_and_load(trainer, build_classifier({**loop_config, "pretrained": None,
-                                                    "init_weights": None}), "fine-tuning")
+    rates = recipe.lr_grid or (settings.finetune.optim.base_lr,)
+    if len(rates) > 1 and not recipe.select_on:
+        raise ValueError(f"recipe.lr_grid {list(rates)} needs recipe.select_on (the validation "
+                         "metric that picks the learning rate)")
+    tried: list[tuple[float, float, torch.nn.Module]] = []
+    budget = step_budget(settings.finetune, train.count(), scaling.num_workers,
+                         recipe.min_steps)
+    for base_lr in rates:
+        stage_settings = dataclasses.replace(
+            budget, optim=dataclasses.replace(budget.optim, base_lr=float(base_lr)))
+        loop_config = {
+            **stage_loop_config(stage_settings, settings.seed, train.count(),
+                                scaling.num_workers, stage),
+            "model": dataclasses.asdict(settings.model),
+            "pretrained": str(pretrained) if pretrained else None,
+            "init_weights": dataclasses.asdict(transfer) if transfer else None,
+            "mode": mode,
+            "head": dataclasses.asdict(head),
+            "recipe": dataclasses.asdict(recipe),
+            "shuffle_buffer": recipe.shuffle_buffer,
+            "select_on": recipe.select_on,
+        }
+        if len(rates) > 1:  # one MLflow curve per lr: the stage's run is shared
+            loop_config["tracking"] = None
+        trainer = build_trainer(
+            finetune_loop, loop_config, {"train": train, "val": val}, scaling=scaling,
+            storage_path=Path(settings.storage_dir),
+            name=f"finetune-{stage.run_id[:8]}-lr{base_lr:g}", callbacks=callbacks,
+        )
+        model = fit_and_load(trainer, build_classifier({**loop_config, "pretrained": None,
+                                                        "init_weights": None}), "fine-tuning")
+        score = (selection_score(model, val, head, recipe.select_on) if recipe.select_on
+                 else float("nan"))
+        tried.append((float(base_lr), score, model))
+    base_lr, score, model = max(tried, key=lambda t: -np.inf if np.isnan(t[1]) else t[1])
+    grid = {lr: sc for lr, sc, _ in tried}
+    if len(rates) > 1:
+        stage.log_dict({str(k): v for k, v in grid.items()}, "val/lr_grid.json")
     probs, targets = predict(model, train_view(datasets["test"]), 64, head.multilabel)
     metrics = classification_metrics(probs, targets, multilabel=head.multilabel,
                                      class_names=head.class_names)
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number)}
-    stage.log_metrics({f"test/{k}": v for k, v in numeric.items()})
-    return numeric
+    stage.log_metrics({**{f"test/{k}": v for k, v in numeric.items()}, "val/base_lr": base_lr,
+                       **({f"val/selected_{recipe.select_on}": score}
+                          if recipe.select_on else {})})
+    return FinetuneOutcome(numeric, probs, targets, base_lr, score, grid)
+
+
+def step_budget(stage: StageSettings, rows: int, workers: int, min_steps: int
+                ) -> StageSettings:
+    """``stage`` with its epochs raised to reach ``min_steps`` optimizer steps on ``rows``
+    images (warm-up epochs scaled by the same factor, so the warm-up keeps its share)."""
+    per_epoch = steps_per_epoch(rows, stage.batch_size, workers)
+    epochs = max(stage.epochs, -(-int(min_steps) // per_epoch))
+    if epochs == stage.epochs:
+        return stage
+    optim = dataclasses.replace(stage.optim,
+                                warmup_epochs=stage.optim.warmup_epochs * epochs / stage.epochs)
+    return dataclasses.replace(stage, epochs=epochs, optim=optim)
+
+
+def selection_score(model: torch.nn.Module, val: Any, head: HeadSettings,
+                    select_on: str) -> float:
+    """The validation ``select_on`` score of a fitted model (the lr grid's criterion)."""
+    probs, targets = predict(model, val, 64, head.multilabel)
+    scores = classification_metrics(probs, targets, multilabel=head.multilabel,
+                                    class_names=head.class_names)
+    if select_on not in scores:
+        raise ValueError(f"select_on={select_on!r} is not a validation metric; valid: "
+                         f"{sorted(k for k, v in scores.items() if isinstance(v, float))}")
+    return float(scores[select_on])
 
 
 def transfer_report(model: ModelSettings, init_weights: TransferSettings) -> Any:
     """What a Transfer weights file loads into the encoder (fails fast, before training)."""
     encoder = create_model(model.name, **model.params)
     return load_local_weights(encoder, str(init_weights.weights), init_weights.prefix)
+
+
+MASK_STAT_ROWS = 512  # images the per-epoch masking statistics are computed on
+
+
+def masking_statistics(settings: PretrainSettings, dataset: Any,
+                       rows: int = MASK_STAT_ROWS) -> list[dict[str, float]]:
+    """Per pretraining epoch, what the masks do to the region (lungs) on up to ``rows``
+    images, with the same keyed masks the loop draws: ``valid_fraction`` (share of the patches
+    that overlap the region), ``filled_share`` (share of the masked patches outside it) and
+    ``region_fully_masked`` (share of images with no region patch left visible: then the
+    encoder never sees a lung token). Empty without organ maps or masks."""
+    if not create_method(settings.method).uses_masks:
+        return []
+    batch = train_view(dataset).take_batch(rows, batch_format="numpy")
+    if C.ORGANS not in batch:
+        return []
+    model = create_model(settings.model.name, **settings.model.params)
+    grid, ratio = model.grid, settings.masking.ratio
+    strategy = build_mask_strategy(dataclasses.asdict(settings.masking))
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in batch.items()}
+    valid = patch_validity(tensors[C.ORGANS], grid,
+                           tuple(settings.masking.params.get("valid_labels", C.LUNG_LABELS)),
+                           float(settings.masking.params.get("min_overlap", 0.0)))
+    count = max(num_masked(grid.num_patches, ratio), 1)
+    out = []
+    for epoch in range(settings.pretrain.epochs):
+        mask = epoch_masks(strategy, tensors, grid, ratio, seed=settings.seed, epoch=epoch)
+        out.append({
+            "valid_fraction": float(valid.float().mean()),
+            "filled_share": float(((mask & ~valid).sum(1) / count).mean()),
+            "region_fully_masked": float(((valid & ~mask).sum(1) == 0).float().mean()),
+        })
+    return out
+
+
+def log_masking_statistics(settings: PretrainSettings, dataset: Any, stage: Any
+                           ) -> dict[str, float]:
+    """:func:`masking_statistics` logged per epoch (``train/valid_fraction``, ...) with a
+    warning when the region is fully masked in most images; returns the epochs' means."""
+    per_epoch = masking_statistics(settings, dataset)
+    for epoch, values in enumerate(per_epoch):
+        stage.log_metrics({f"train/{k}": v for k, v in values.items()}, step=epoch)
+    if not per_epoch:
+        return {}
+    means = {k: float(np.mean([v[k] for v in per_epoch])) for k in per_epoch[0]}
+    if means["region_fully_masked"] > 0.5:
+        log.warning(
+            "masking=%s at ratio %g masks every lung patch in %.0f%% of the images (valid "
+            "fraction %.2f, %.0f%% of the masked patches lie outside the lungs): the encoder "
+            "never sees a lung token there. Lower the ratio or set "
+            "masking.params.region_priority (1 = random masking).", settings.masking.name,
+            settings.masking.ratio, 100 * means["region_fully_masked"],
+            means["valid_fraction"], 100 * means["filled_share"])
+    return means
+
+
+@torch.no_grad()
+def reconstruction_baselines(settings: PretrainSettings, checkpoint: Path, dataset: Any,
+                             rows: int = 256) -> dict[str, float]:
+    """The pretrained model's masked-pixel MSE on up to ``rows`` images of ``dataset`` against
+    two zero-parameter predictions on the same masks (epoch-0 masks of the study seed): the
+    visible mean and Gaussian inpainting (sigma = one patch side). A model that does not beat
+    inpainting has learned to interpolate only. Empty for methods without masks."""
+    if not create_method(settings.method).uses_masks:
+        return {}
+    model = create_model(settings.model.name, **settings.model.params)
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    model.eval()
+    batch = train_view(dataset).take_batch(rows, batch_format="numpy")
+    tensors = {k: torch.from_numpy(np.array(v)) for k, v in batch.items()}
+    images = tensors[C.IMAGE].float()[:, None]
+    grid = model.grid
+    strategy = build_mask_strategy(dataclasses.asdict(settings.masking))
+    mask = epoch_masks(strategy, tensors, grid, settings.masking.ratio, seed=settings.seed,
+                       epoch=0)
+    hidden = apply_patch_mask(torch.ones_like(images), grid, mask) == 0
+    prediction = model(images, mask).prediction.float()
+    model_mse = ((prediction - images).square() * hidden).sum((1, 2, 3)) / hidden.sum(
+        (1, 2, 3)).clamp_min(1)
+    return {
+        "recon_mse": float(model_mse.mean()),
+        "visible_mean_mse": float(visible_mean_loss(images, hidden).mean()),
+        "inpaint_mse": float(inpainting_loss(images, hidden, sigma=float(grid.patch_h)).mean()),
+    }
 
 
 def reconstruction_gallery(settings: PretrainSettings, checkpoint: Path, dataset: Any,

@@ -2,7 +2,14 @@
 
 One function, :func:`run_mim_study`, orchestrates the public stages from typed
 :class:`MimSettings` (the experiments build them from their Hydra config), with the run tree
-study -> trial -> stage in MLflow.
+study -> trial -> stage in MLflow. At every seed of the study's seed axis, every arm is seeded
+the same way: the pretrained arm (and, with ``controls.oracle``, the lesion-first oracle arm)
+is pretrained on the unlabelled pool plus the training images and fine-tuned at each label
+fraction and mode; From Scratch is fine-tuned with the same recipe and lr grid; the shortcut
+baseline is fitted on the same labelled images. The results table has one row per arm x mode
+x fraction: means over seeds, and the paired difference to From Scratch (same mode and
+fraction; the shortcut against full fine-tuning) with its bootstrap interval over test images
+(:func:`medmask.eval.paired_bootstrap`) and each seed's difference.
 Pretraining checkpoints are cached by a hash of everything that determines them, so fine-tuning
 at several label fractions, and later sweeps, reuse one pretraining run.
 """
@@ -11,16 +18,49 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from medmask import columns as C
+from medmask.eval import paired_bootstrap, shortcut_baseline
 from medmask.methods import create_method
 from medmask.preprocess import study_splits
 from medmask.tracking import run_name
 from medmask.train._loop_utils import quiet_data_progress
-from medmask.train._settings import BaselineSettings, MimSettings, TransferSettings
-from medmask.train._stages import reconstruction_gallery, run_finetuning, run_pretraining
+from medmask.train._settings import (
+    BaselineSettings,
+    MaskingSettings,
+    MimSettings,
+    TransferSettings,
+)
+from medmask.train._stages import (
+    finetune_cell,
+    label_fraction_subset,
+    log_masking_statistics,
+    reconstruction_baselines,
+    reconstruction_gallery,
+    run_pretraining,
+)
+
+SCRATCH, SHORTCUT, ORACLE = "scratch", "shortcut", "lesion_first"
+ORACLE_MASKING = "lesion_first"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fine-tuned (or fitted) model of the study: its arm, seed and test predictions."""
+
+    method: str
+    mode: str
+    fraction: float
+    seed: int
+    metrics: dict[str, float]
+    correct: np.ndarray  # per test image: 1 where right (multi-label: share of findings right)
+    extra: dict[str, float]  # the arm's pretraining diagnostics, the selected lr
 
 
 def baseline_methods(baselines: BaselineSettings) -> list[tuple[str, TransferSettings | None]]:
@@ -28,7 +68,7 @@ def baseline_methods(baselines: BaselineSettings) -> list[tuple[str, TransferSet
     default) and Transfer (a local weights file, when ``transfer.weights`` is set)."""
     methods: list[tuple[str, TransferSettings | None]] = []
     if baselines.from_scratch:
-        methods.append(("scratch", None))
+        methods.append((SCRATCH, None))
     if baselines.transfer.weights:
         methods.append(("transfer", baselines.transfer))
     return methods
@@ -36,57 +76,177 @@ def baseline_methods(baselines: BaselineSettings) -> list[tuple[str, TransferSet
 
 def run_mim_study(settings: MimSettings, tracker: Any) -> pd.DataFrame:
     """Pretrain with ``settings.masking``, fine-tune at each label fraction and compare with
-    the baselines (From Scratch, Transfer) trained with the same budget.
+    the controls (From Scratch, shortcut, Transfer, the lesion-first oracle) at every seed.
 
-    Returns the results table (one row per method x fraction x mode), also logged as CSV.
+    Returns the results table (module docstring), also logged as ``results.csv`` with the
+    per-seed cells as ``cells.csv``.
     """
     quiet_data_progress()  # the stages report per epoch; per-iteration data bars drown them
-    seed, masking, scaling = settings.seed, settings.masking, settings.scaling
     masks = create_method(settings.method).uses_masks  # contrastive methods draw no masks
-    label = masking.name if masks else settings.method
-    pretraining, finetuning = settings.pretraining(), settings.finetuning()
-    datasets = {k: v.materialize() for k, v in study_splits(settings.data, seed).items()}
-    tags = {"strategy": masking.name, "ratio": masking.ratio, "method": settings.method,
-            "dataset": settings.data["name"], "seed": seed, "model": settings.model.name}
-    rows = []
-    trial_name = (run_name(masking.name, ratio=masking.ratio, seed=seed) if masks
-                  else run_name(settings.method, seed=seed))
-    with tracker.study(f"{settings.study}-{trial_name}", tags=tags) as study:
+    label = settings.masking.name if masks else settings.method
+    tags = {"strategy": settings.masking.name, "ratio": settings.masking.ratio,
+            "method": settings.method, "dataset": settings.data["name"],
+            "seeds": ",".join(map(str, settings.seed_axis())), "model": settings.model.name}
+    study_name = (run_name(settings.masking.name, ratio=settings.masking.ratio) if masks
+                  else run_name(settings.method))
+    cells: list[Cell] = []
+    with tracker.study(f"{settings.study}-{study_name}", tags=tags) as study:
         study.log_params(dataclasses.asdict(settings))
-        with tracker.trial(trial_name, parent=study, tags=tags) as trial:
-            with tracker.stage("pretrain", parent=trial, tags=tags) as stage:
-                start = time.perf_counter()
-                checkpoint = run_pretraining(pretraining, datasets, stage, scaling)
-                stage.log_metrics({"perf/wall_s": time.perf_counter() - start})
-                if masks:
-                    stage.log_image(reconstruction_gallery(pretraining, checkpoint,
-                                                           datasets["val"]),
-                                    "reconstruction_gallery.png")
-                stage.log_artifact(checkpoint / "checkpoint.pt", "checkpoint")
-            for fraction in settings.fractions:
-                for mode in settings.modes:
-                    name = f"finetune-{mode}-frac{fraction * 100:g}"
-                    with tracker.stage(name, parent=trial,
-                                       tags={**tags, "fraction": fraction, "mode": mode}) as st:
-                        metrics = run_finetuning(finetuning, datasets, st, scaling, checkpoint,
-                                                 fraction, mode)
-                    rows.append({"method": label, "mode": mode, "fraction": fraction,
-                                 **metrics})
-        for method, init_weights in baseline_methods(settings.baselines):
-            method_tags = {**tags, "strategy": method}
-            with tracker.trial(run_name(method, seed=seed), parent=study,
-                               tags=method_tags) as trial:
-                for fraction in settings.fractions:
-                    with tracker.stage(f"finetune-full-frac{fraction * 100:g}", parent=trial,
-                                       tags=method_tags) as st:
-                        metrics = run_finetuning(finetuning, datasets, st, scaling, None,
-                                                 fraction, "full", init_weights=init_weights)
-                    rows.append({"method": method, "mode": "full", "fraction": fraction,
-                                 **metrics})
-        table = pd.DataFrame(rows)
+        for seed in settings.seed_axis():
+            cells.extend(seed_cells(dataclasses.replace(settings, seed=seed), tracker, study,
+                                    label, masks, {**tags, "seed": seed}))
+        table = results_table(cells)
+        study.log_table(pd.DataFrame([cell_row(c) for c in cells]), "cells.csv")
         study.log_table(table, "results.csv")
-        for row in rows:
+        for row in table.to_dict("records"):
             key = f"{row['method']}/{row['mode']}/frac{row['fraction'] * 100:g}"
             study.log_metrics({f"test/{key}/accuracy": row["accuracy"],
-                               f"test/{key}/auc_mean": row.get("auc_mean", float("nan"))})
+                               f"test/{key}/diff_vs_scratch": row["diff_vs_scratch"]})
     return table
+
+
+def seed_cells(settings: MimSettings, tracker: Any, study: Any, label: str, masks: bool,
+               tags: dict[str, Any]) -> list[Cell]:
+    """Every arm of the study at ``settings.seed``: one trial run per arm."""
+    seed, cells = settings.seed, []
+    datasets = {k: v.materialize() for k, v in study_splits(settings.data, seed).items()}
+    arms = [(label, settings.masking)]
+    if settings.controls.oracle and masks:
+        arms.append((ORACLE, MaskingSettings(ORACLE_MASKING, settings.masking.ratio)))
+    for arm, masking in arms:
+        arm_settings = dataclasses.replace(settings, masking=masking)
+        arm_tags = {**tags, "strategy": masking.name}
+        name = run_name(masking.name, ratio=masking.ratio, seed=seed) if masks else run_name(
+            settings.method, seed=seed)
+        with tracker.trial(name, parent=study, tags=arm_tags) as trial:
+            checkpoint, extra = pretrain_stage(arm_settings, datasets, tracker, trial, arm_tags,
+                                               masks)
+            for fraction in settings.fractions:
+                for mode in settings.modes:
+                    cells.append(finetune_stage(arm_settings, datasets, tracker, trial,
+                                                arm_tags, arm, checkpoint, fraction, mode,
+                                                extra))
+    for method, init_weights in baseline_methods(settings.baselines):
+        method_tags = {**tags, "strategy": method}
+        with tracker.trial(run_name(method, seed=seed), parent=study, tags=method_tags) as trial:
+            modes = settings.modes if init_weights is None else ("full",)
+            for fraction in settings.fractions:
+                for mode in modes:
+                    cells.append(finetune_stage(settings, datasets, tracker, trial, method_tags,
+                                                method, None, fraction, mode, {},
+                                                init_weights=init_weights))
+    if settings.controls.shortcut and not settings.head.multilabel:
+        with tracker.trial(run_name(SHORTCUT, seed=seed), parent=study,
+                           tags={**tags, "strategy": SHORTCUT}) as trial:
+            for fraction in settings.fractions:
+                cells.append(shortcut_cell(settings, datasets, trial, fraction))
+    return cells
+
+
+def pretrain_stage(settings: MimSettings, datasets: dict[str, Any], tracker: Any, trial: Any,
+                   tags: dict[str, Any], masks: bool) -> tuple[Any, dict[str, float]]:
+    """Pretrain (or reuse the cache) in a ``pretrain`` stage run, with its diagnostics:
+    masking statistics per epoch, the reconstruction against the inpainting baselines, and
+    a reconstruction gallery. Returns the checkpoint and the diagnostics."""
+    pretraining = settings.pretraining()
+    with tracker.stage("pretrain", parent=trial, tags=tags) as stage:
+        start = time.perf_counter()
+        checkpoint = run_pretraining(pretraining, datasets, stage, settings.scaling)
+        stage.log_metrics({"perf/wall_s": time.perf_counter() - start})
+        extra: dict[str, float] = {}
+        if masks:
+            extra.update(log_masking_statistics(pretraining, datasets["train"], stage))
+            baselines = reconstruction_baselines(pretraining, checkpoint, datasets["val"])
+            stage.log_metrics({f"val/{k}": v for k, v in baselines.items()})
+            extra.update(baselines)
+            stage.log_image(reconstruction_gallery(pretraining, checkpoint, datasets["val"]),
+                            "reconstruction_gallery.png")
+        stage.log_artifact(checkpoint / "checkpoint.pt", "checkpoint")
+    return checkpoint, extra
+
+
+def finetune_stage(settings: MimSettings, datasets: dict[str, Any], tracker: Any, trial: Any,
+                   tags: dict[str, Any], method: str, checkpoint: Any, fraction: float,
+                   mode: str, extra: dict[str, float],
+                   init_weights: TransferSettings | None = None) -> Cell:
+    """One fine-tuning cell in its own stage run."""
+    name = f"finetune-{mode}-frac{fraction * 100:g}"
+    with tracker.stage(name, parent=trial, tags={**tags, "fraction": fraction, "mode": mode}
+                       ) as stage:
+        outcome = finetune_cell(settings.finetuning(), datasets, stage, settings.scaling,
+                                checkpoint, fraction, mode, init_weights=init_weights)
+    if settings.head.multilabel:
+        correct = ((outcome.probs > 0.5) == (outcome.targets > 0.5)).mean(1)
+    else:
+        correct = outcome.correct
+    return Cell(method, mode, fraction, settings.seed, outcome.metrics, correct,
+                {**extra, "base_lr": outcome.base_lr})
+
+
+def shortcut_cell(settings: MimSettings, datasets: dict[str, Any], trial: Any,
+                  fraction: float) -> Cell:
+    """The shortcut baseline on the same labelled images as the fine-tuning cells."""
+    subset, _ = label_fraction_subset(datasets["train"], fraction, settings.seed)
+    train = subset.select_columns([C.IMAGE, C.LABEL]).take_batch(subset.count(),
+                                                                  batch_format="numpy")
+    test = datasets["test"].select_columns([C.IMAGE, C.LABEL]).take_batch(
+        datasets["test"].count(), batch_format="numpy")
+    classes = settings.head.num_classes
+    probs = shortcut_baseline(np.asarray(train[C.IMAGE]), np.asarray(train[C.LABEL]),
+                              np.asarray(test[C.IMAGE]), classes)
+    correct = (probs.argmax(1) == np.asarray(test[C.LABEL])).astype(np.float64)
+    accuracy = float(correct.mean())
+    trial.log_metrics({f"test/frac{fraction * 100:g}/accuracy": accuracy})
+    return Cell(SHORTCUT, "linear", fraction, settings.seed, {"accuracy": accuracy}, correct, {})
+
+
+RESULT_METRICS = ("accuracy", "macro_f1", "auc_mean")
+EXTRA_COLUMNS = ("valid_fraction", "filled_share", "region_fully_masked", "recon_mse",
+                 "inpaint_mse", "visible_mean_mse")
+
+
+def results_table(cells: Sequence[Cell]) -> pd.DataFrame:
+    """One row per (method, mode, fraction): metric means over seeds, the arm's diagnostics,
+    and the paired difference in accuracy to From Scratch at the same mode and fraction (the
+    shortcut's against full fine-tuning) with its 95 % bootstrap interval and per-seed values
+    (nan where the study has no From Scratch arm)."""
+    groups: dict[tuple[str, str, float], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.method, cell.mode, cell.fraction), []).append(cell)
+    rows = []
+    for (method, mode, fraction), group in groups.items():
+        group = sorted(group, key=lambda c: c.seed)
+        row: dict[str, Any] = {"method": method, "mode": mode, "fraction": fraction,
+                               "seeds": len(group)}
+        for metric in RESULT_METRICS:
+            values = [c.metrics.get(metric, np.nan) for c in group]
+            row[metric] = float(np.mean(values))
+        for column in EXTRA_COLUMNS:
+            values = [c.extra[column] for c in group if column in c.extra]
+            if values:
+                row[column] = float(np.mean(values))
+        row.update(_difference(group, groups, method, mode, fraction))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _difference(group: list[Cell], groups: dict[tuple[str, str, float], list[Cell]],
+                method: str, mode: str, fraction: float) -> dict[str, Any]:
+    reference = groups.get((SCRATCH, "full" if method == SHORTCUT else mode, fraction))
+    empty = {"diff_vs_scratch": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+             "per_seed_diff": ""}
+    if method == SCRATCH or not reference:
+        return empty
+    by_seed = {c.seed: c for c in reference}
+    paired = [(c, by_seed[c.seed]) for c in group if c.seed in by_seed]
+    if not paired:
+        return empty
+    result = paired_bootstrap([a.correct for a, _ in paired], [b.correct for _, b in paired])
+    return {"diff_vs_scratch": result.difference, "ci_low": result.low, "ci_high": result.high,
+            "per_seed_diff": " / ".join(f"{d:+.3f}" for d in result.per_seed)}
+
+
+def cell_row(cell: Cell) -> dict[str, Any]:
+    """A cell as a flat row of ``cells.csv`` (no per-image arrays)."""
+    return {"method": cell.method, "mode": cell.mode, "fraction": cell.fraction,
+            "seed": cell.seed, **cell.metrics, **cell.extra}

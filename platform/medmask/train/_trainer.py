@@ -75,7 +75,9 @@ def steps_per_epoch(num_rows: int, batch_size: int, num_workers: int) -> int:
 
 
 def fit_and_load(trainer: Any, model: Any, what: str) -> Any:
-    """Run ``trainer.fit()`` and load its last reported checkpoint's weights into ``model``.
+    """Run ``trainer.fit()`` and load its last reported checkpoint's weights into ``model``:
+    the best validation epoch's (``best``) when the loop selected on validation, else the last
+    epoch's.
 
     Raises:
         RuntimeError: the run reported no checkpoint (with Ray's error, if any).
@@ -85,5 +87,7 @@ def fit_and_load(trainer: Any, model: Any, what: str) -> Any:
     if result.checkpoint is None:
         raise RuntimeError(f"{what} reported no checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as directory:
-        model.load_state_dict(load_checkpoint(directory)["model"])
+        state = load_checkpoint(directory)
+    best = state.get("best")
+    model.load_state_dict(best["model"] if best else state["model"])
     return model
