@@ -166,3 +166,23 @@ def test_source_000_grid_note_the_vit14_alternative():
     assert (formula.rows, formula.cols, formula.patch_h, formula.patch_w) == (38, 37, 13, 14)
     assert (vit.rows, vit.cols, vit.patch_h, vit.num_patches) == (37, 37, 14, 37 ** 2)
     assert 1370 == 37 ** 2 + 1  # a ViT-14's tokens at 518 px plus its CLS token
+
+
+@pytest.mark.parametrize("name", ["random", "rgmim"])
+def test_epoch_masks_are_per_image_whatever_the_layout_and_new_each_epoch(name):
+    from medmask.keyed import image_keys
+    from medmask.masking import epoch_masks
+
+    grid = PatchGrid(32, 32, patch_size=4)
+    organs = _half_lung_map(8, 32)
+    organs[:, :, :4] = 0  # 56 valid patches: m = 48 < 56, so the rgmim draw is random
+    batch = {"image": torch.zeros(8, 32, 32), "organs": organs,
+             "image_key": torch.from_numpy(image_keys(np.array([f"im{i}" for i in range(8)])))}
+    strategy = create_mask_strategy(name)
+    whole = epoch_masks(strategy, batch, grid, 0.75, seed=0, epoch=1)
+    order = torch.tensor([6, 2, 5])
+    part = epoch_masks(strategy, {k: v[order] for k, v in batch.items()}, grid, 0.75, seed=0,
+                       epoch=1)
+    assert torch.equal(whole[order], part)
+    following = epoch_masks(strategy, batch, grid, 0.75, seed=0, epoch=2)
+    assert (following != whole).any(1).all()  # every image gets a new mask

@@ -12,7 +12,8 @@ Config keys read here: ``optim`` (:class:`OptimizerConfig` fields), ``batch_size
 checkpoint), optional ``tracking`` ({uri, run_id}), optional ``inject_failure`` ({epoch,
 marker}: kill this worker once at that epoch, to exercise checkpoint resume), optional
 ``shuffle_buffer`` (rows: a local shuffle of the training shard, reseeded every epoch from
-``seed`` and the epoch), optional ``select_on`` (a validation metric, larger = better: the
+``seed`` and the epoch), optional ``report_every`` (validate, log and checkpoint every
+this many epochs and at the last one; default 1), optional ``select_on`` (a validation metric, larger = better: the
 checkpoint then also carries ``best_model``, the weights of the best epoch so far, which
 :func:`~medmask.train._trainer.fit_and_load` loads instead of the last epoch's).
 """
@@ -64,6 +65,7 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
     per_worker_batch = max(1, int(config["batch_size"]) // world)
     logger = EpochLogger(config.get("tracking"), rank)
     shuffle = int(config.get("shuffle_buffer") or 0)
+    every = max(1, int(config.get("report_every") or 1))
     for epoch in range(start_epoch, int(config["epochs"])):
         maybe_fail(config.get("inject_failure"), epoch)
         model.train()
@@ -77,6 +79,9 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
 
         metrics = train_epoch(batches, batch_loss, optimizer, scheduler, epoch=epoch, what=what)
         metrics["charts/resumed_from_epoch"] = start_epoch
+        last = epoch == int(config["epochs"]) - 1
+        if not last and (epoch + 1) % every:
+            continue  # many short epochs (a small label fraction): report every ``every``
         if rank == 0 and val_shard is not None and parts.validate is not None:
             scores = parts.validate(unwrap(model), val_shard, per_worker_batch, device)
             metrics.update({f"val/{k}": v for k, v in scores.items()})

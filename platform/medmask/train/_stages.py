@@ -53,6 +53,7 @@ from medmask.train._trainer import (
 log = logging.getLogger(__name__)
 
 TRAIN_COLUMNS = (C.IMAGE, C.IMAGE_KEY, C.ORGANS, C.LESION, C.LABEL, C.LABELS)
+REPORTS = 24  # validations (and checkpoints) per fine-tuning run, at most about
 
 
 # ------------------------------------------------------------------------------------------
@@ -271,6 +272,8 @@ def finetune_cell(settings: FinetuneSettings, datasets: dict[str, Any], stage: A
             "recipe": dataclasses.asdict(recipe),
             "shuffle_buffer": recipe.shuffle_buffer,
             "select_on": recipe.select_on,
+            # many short epochs (a 10 % fraction): validate and checkpoint ~REPORTS times
+            "report_every": max(1, stage_settings.epochs // REPORTS),
         }
         if len(rates) > 1:  # one MLflow curve per lr: the stage's run is shared
             loop_config["tracking"] = None
