@@ -13,8 +13,9 @@ checkpoint), optional ``tracking`` ({uri, run_id}), optional ``inject_failure`` 
 marker}: kill this worker once at that epoch, to exercise checkpoint resume), optional
 ``shuffle_buffer`` (rows: a local shuffle of the training shard, reseeded every epoch from
 ``seed`` and the epoch), optional ``report_every`` (validate, log and checkpoint every
-this many epochs and at the last one; default 1), optional ``select_on`` (a validation metric, larger = better: the
-checkpoint then also carries ``best_model``, the weights of the best epoch so far, which
+this many epochs and at the last one; default 1), optional ``select_on`` (a validation
+metric, larger = better: the checkpoint then also carries ``best``, the weights of the best
+epoch so far, which
 :func:`~medmask.train._trainer.fit_and_load` loads instead of the last epoch's).
 """
 
