@@ -3,9 +3,18 @@
 - Classification and segmentation metrics (:mod:`.classification`, :mod:`.metrics`).
 - Evaluation protocols: :func:`register_protocol`, :func:`run_protocol`,
   :func:`list_protocols` (``experiments/evaluate.py eval=<name>``); ``masked_area`` reports
-  what each inference masking condition really masks.
+  what each inference masking condition really masks; ``grounding`` scores whether a
+  classifier relies on the anatomy (:func:`evaluate_grounding`, :class:`GroundingResult`).
 """
 
+from medmask.eval._grounding import (
+    GroundingResult,
+    GroundingSettings,
+    evaluate_grounding,
+    grounding_score,
+    summarize_grounding,
+    true_label_probability,
+)
 from medmask.eval._protocols import (
     PROTOCOLS,
     list_protocols,
@@ -34,11 +43,15 @@ from medmask.eval.metrics import (
 )
 
 __all__ = [
+    "GroundingResult",
+    "GroundingSettings",
     "PROTOCOLS",
     "accuracy",
     "boundary_iou",
     "classification_metrics",
     "dice",
+    "evaluate_grounding",
+    "grounding_score",
     "hd95",
     "iou",
     "list_protocols",
@@ -53,5 +66,7 @@ __all__ = [
     "segmentation_metrics",
     "segmentation_metrics_table",
     "sensitivity",
+    "summarize_grounding",
     "summarize_segmentation_table",
+    "true_label_probability",
 ]
