@@ -58,7 +58,7 @@ def test_fitted_classifiers_are_reused_from_the_stage_cache(tmp_path):
         assert torch.equal(first.model(x), again.model(x))
     other = fitted_classifier(data, FitSettings(epochs=1, batch_size=8, seed=1), tmp_path)
     assert not other.cache_hit and other.path != first.path
-    loaded = load_classifier(first.path / "checkpoint.pt", {"name": "contrastive_cnn_tiny"})
+    loaded = load_classifier(first.path / "checkpoint.pt")  # the model the checkpoint records
     with torch.no_grad():
         assert torch.equal(loaded(x), first.model(x))
     with pytest.raises(ValueError, match="no classifier checkpoint at"):

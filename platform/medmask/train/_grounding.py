@@ -255,13 +255,15 @@ def fitted_classifier(data: PhantomData, fit: FitSettings, cache_dir: str | Path
                             info["test_accuracy"], info)
 
 
-def load_classifier(path: str | Path, model: Mapping[str, Any],
+def load_classifier(path: str | Path, model: Mapping[str, Any] | None = None,
                     num_classes: int = phantom.NUM_CLASSES) -> torch.nn.Module:
     """A classifier checkpoint (a folder or ``checkpoint.pt`` holding ``{"model": state}``, as
-    :func:`fitted_classifier` writes) loaded into ``EncoderClassifier(model)``.
+    :func:`fitted_classifier` writes) loaded into ``EncoderClassifier(model)``; ``model``
+    ({name, params}) defaults to the one recorded in the checkpoint.
 
     Raises:
-        ValueError: no checkpoint there, or its tensors do not fit the model (naming them).
+        ValueError: no checkpoint there, no model given or recorded, or tensors that do not
+            fit the model (naming some).
     """
     folder = Path(path)
     folder = folder.parent if folder.is_file() else folder
@@ -269,13 +271,18 @@ def load_classifier(path: str | Path, model: Mapping[str, Any],
         state = load_checkpoint(folder)
     except FileNotFoundError as error:
         raise ValueError(f"no classifier checkpoint at {str(path)!r} ({error})") from None
-    classifier = control_classifier_model(num_classes, model)
+    recorded = state.get("info", {}).get("key", {}).get("model")
+    spec = dict(model) if model else recorded
+    if not spec:
+        raise ValueError(f"checkpoint {str(path)!r} records no model: give its encoder "
+                         "({name, params})")
+    classifier = control_classifier_model(num_classes, spec)
     own = classifier.state_dict()
     saved = state.get("model", {})
     bad = sorted(set(own) ^ set(saved)) + sorted(
         k for k in set(own) & set(saved) if own[k].shape != saved[k].shape)
     if bad:
-        raise ValueError(f"checkpoint {str(path)!r} does not fit model {dict(model)} with "
+        raise ValueError(f"checkpoint {str(path)!r} does not fit model {spec} with "
                          f"{num_classes} classes: {len(bad)} tensors missing, unexpected or "
                          f"of another shape, e.g. {bad[:3]}")
     classifier.load_state_dict(saved)
