@@ -144,7 +144,7 @@ def test_the_leaf_vocabulary_imports_nothing_of_medmask():
 
 @pytest.mark.parametrize("module", ["medmask.masking", "medmask.segmentation", "medmask.models"])
 def test_pure_rooms_load_no_engine(module):
-    heavy = ("ray", "pandas", "pyarrow", "mlflow", "hydra")
+    heavy = ("ray", "pandas", "pyarrow", "mlflow", "hydra", "open_clip", "transformers")
     code = (f"import sys, {module}; "
             f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

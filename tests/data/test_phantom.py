@@ -13,6 +13,7 @@ from medmask.data.phantom import (
     COVID,
     LUNG_OPACITY,
     NORMAL,
+    SHORTCUT_MARKER,
     VARIANTS,
     VIRAL_PNEUMONIA,
     generate,
@@ -30,6 +31,15 @@ def batch():
 
 @pytest.fixture(scope="module", params=VARIANTS)
 def any_batch(request):
+    return generate(N, 96, seed=3, variant=request.param)
+
+
+# The variants whose label is the class of the lesions (shortcut_marker's label is its marker).
+LESION_LABELLED = tuple(v for v in VARIANTS if v != SHORTCUT_MARKER)
+
+
+@pytest.fixture(scope="module", params=LESION_LABELLED)
+def lesion_batch(request):
     return generate(N, 96, seed=3, variant=request.param)
 
 
@@ -115,8 +125,8 @@ def test_classic_anatomy_layout_and_intensities(batch):
     assert image[:, :4, :4].mean() < lung_mean - 0.05
 
 
-def test_lesions_inside_lungs_empty_for_normal_present_otherwise(any_batch):
-    batch = any_batch
+def test_lesions_inside_lungs_empty_for_normal_present_otherwise(lesion_batch):
+    batch = lesion_batch
     lungs = np.isin(batch[C.ORGANS], C.LUNG_LABELS)
     lesion = batch[C.LESION].astype(bool)
     assert not (lesion & ~lungs).any()
@@ -150,7 +160,7 @@ def test_findings_are_independent_draws_and_cardiomegaly_enlarges_the_heart(vari
     assert ((rates > 0.4) & (rates < 0.6)).all(), rates
     assert generate(40, 32, seed=1, finding_prob=0.0, variant=variant)[C.LABELS].sum() == 0
     default = generate(400, 32, seed=1, variant=variant)[C.LABELS].mean()
-    expected = 0.15 if variant == "classic" else 0.3
+    expected = 0.15 if variant in ("classic", SHORTCUT_MARKER) else 0.3
     assert abs(default - expected) < 0.04, default
     for k in range(NUM_FINDINGS):  # independent of the class
         rate = [d[C.LABELS][d[C.LABEL] == c, k].mean() for c in range(4)]
@@ -161,8 +171,8 @@ def test_findings_are_independent_draws_and_cardiomegaly_enlarges_the_heart(vari
     assert heart_area[cardio].mean() > 1.5 * heart_area[~cardio].mean()
 
 
-def test_gaze_concentrates_on_anatomy_and_lesions(any_batch):
-    batch = any_batch
+def test_gaze_concentrates_on_anatomy_and_lesions(lesion_batch):
+    batch = lesion_batch
     anatomy = batch[C.ORGANS] > 0
     gaze = batch[C.GAZE]
     share = _per_image(gaze * anatomy).sum(1) / _per_image(gaze).sum(1)
@@ -345,3 +355,24 @@ def test_benchmark_defeats_the_linear_shortcut_but_not_a_small_cnn():
     assert shortcut <= 0.42, f"linear shortcut {shortcut:.3f} > 0.42"
     cnn = train_cnn(train, test, epochs=12, seed=0)
     assert cnn.accuracy >= 0.75, f"CNN accuracy {cnn.accuracy:.3f} < 0.75"
+
+
+def test_shortcut_marker_phantom_differs_from_the_classic_one_only_by_marker_and_lesions():
+    marker = generate(64, 48, 3, variant=SHORTCUT_MARKER)
+    classic = generate(64, 48, 3, variant="classic")
+    assert (marker[C.ORGANS] == classic[C.ORGANS]).all()
+    assert (marker[C.LABEL] == classic[C.LABEL]).all()  # the same balanced labels
+    changed = np.abs(marker[C.IMAGE] - classic[C.IMAGE]) > 1e-6
+    # the lesions are drawn for a class independent of the label: only images whose lesions
+    # differ from the classic ones change inside the lungs; the marker never touches an organ
+    lungs_changed = _per_image(changed & (marker[C.ORGANS] > 0)).any(1)
+    same_lesions = _per_image(marker[C.LESION] == classic[C.LESION]).all(1)
+    assert not (lungs_changed & same_lesions).any()
+    assert 0 < same_lesions.sum() < 64
+    assert _per_image(changed & (marker[C.ORGANS] == 0)).any(1).all()  # every image's marker
+    # the lesion class carries no label information: Normal-labelled images have lesions
+    # about as often (3 of 4 classes have one) as the others
+    has_lesion = _per_image(generate(400, 32, 4, variant=SHORTCUT_MARKER)[C.LESION]).any(1)
+    labels = generate(400, 32, 4, variant=SHORTCUT_MARKER)[C.LABEL]
+    rates = [has_lesion[labels == k].mean() for k in range(4)]
+    assert max(rates) - min(rates) < 0.2 and 0.6 < has_lesion.mean() < 0.9, rates

@@ -1,6 +1,6 @@
 """Procedural frontal (PA) chest X-ray phantoms: medmask's embedded default dataset.
 
-Three variants (``generate(..., variant=...)``, ``data.variant`` in Hydra):
+Four variants (``generate(..., variant=...)``, ``data.variant`` in Hydra):
 
 - ``"benchmark"`` (the default): a benchmark for masked image modeling. The lungs
   cover a realistic share of the image (valid fraction, the share of patches overlapping the
@@ -20,6 +20,14 @@ Three variants (``generate(..., variant=...)``, ``data.variant`` in Hydra):
   viral reticulation around the hila, Consolidation as an upper-zone compact opacity,
   Effusion and Atelectasis as basal ground-glass mottling); images without those findings are
   identical to the benchmark's.
+- ``"shortcut_marker"``: a control for the grounding protocol (``medmask.eval``): the classic
+  phantom whose class lesions are drawn for a class drawn independently of the label (so the
+  lungs say nothing about it) and whose label is written by a marker outside the anatomy: a
+  bright square (15% of the image side, in a random corner, never on the organ map) whose
+  pattern is the class (Normal filled, COVID a ring, Lung_Opacity horizontal bars, Viral
+  Pneumonia vertical bars). Unlike the benchmark's clutter (class-irrelevant), it is a
+  shortcut: a classifier trained on it reads the label outside the anatomy. Images with the
+  same label and lesion class as a classic phantom's differ from it only by the marker.
 
 Each phantom is drawn from simple shapes on normalized coordinates (x, y in [-1, 1], x to the
 image right, y down), so it exists at any resolution (32 to 1024 px) and is a pure function of
@@ -80,7 +88,9 @@ NORMAL, COVID, LUNG_OPACITY, VIRAL_PNEUMONIA = range(NUM_CLASSES)
 ATELECTASIS, CARDIOMEGALY, CONSOLIDATION, EDEMA, EFFUSION = range(len(C.PHANTOM_FINDINGS))
 SOURCE_NAME = "phantom"
 BENCHMARK, CLASSIC, CONFOUNDED = "benchmark", "classic", "confounded"
-VARIANTS = (BENCHMARK, CLASSIC, CONFOUNDED)
+SHORTCUT_MARKER = "shortcut_marker"
+VARIANTS = (BENCHMARK, CLASSIC, CONFOUNDED, SHORTCUT_MARKER)
+_CLASSIC_BASED = (CLASSIC, SHORTCUT_MARKER)
 DEFAULT_VARIANT = BENCHMARK
 _PIXELS_PER_CHUNK = 1 << 21  # bounds memory: ~8 MB per float32 [chunk, H, W] array
 _TEXTURE_SIDES = (12, 20, 48)  # low-res noise fields: patches, vessels, reticulation
@@ -141,9 +151,11 @@ class PhantomSpec:
         class_probs: probabilities of the four classes in ``COVID_CLASSES`` order, each label an
             independent seeded draw; ``None`` (default): exactly balanced seeded permutations
             of the four classes over every aligned block of 4 indices.
-        variant: ``"benchmark"`` (default), ``"classic"`` or ``"confounded"`` (module doc).
+        variant: ``"benchmark"`` (default), ``"classic"``, ``"confounded"`` or
+            ``"shortcut_marker"`` (module doc).
         finding_prob: probability of each of the five multi-label findings (independent);
-            ``None``: the variant's default, 0.15 for ``classic`` and 0.3 otherwise.
+            ``None``: the variant's default, 0.15 for ``classic`` and ``shortcut_marker``,
+            0.3 otherwise.
         noise: standard deviation of the quantum noise (before per-image variation x0.7-1.3).
         lesion_strength: multiplier of every class lesion's and finding's density.
         chunk: the most images drawn per vectorized step (fewer at large sizes, memory-bound).
@@ -158,10 +170,10 @@ class PhantomSpec:
 
     @property
     def finding_probability(self) -> float:
-        """``finding_prob``, or the variant's default (classic 0.15, the others 0.3)."""
+        """``finding_prob``, or the variant's default (classic-based 0.15, the others 0.3)."""
         if self.finding_prob is not None:
             return float(self.finding_prob)
-        return 0.15 if self.variant == CLASSIC else 0.3
+        return 0.15 if self.variant in _CLASSIC_BASED else 0.3
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -229,7 +241,7 @@ def generate(
     n, seed, start = _check_int("n", n, 0), _check_int("seed", seed), _check_int("start", start, 0)
     size = _check_int("size", size, MIN_SIZE, MAX_SIZE)
     chunk = max(1, min(int(spec.chunk), _PIXELS_PER_CHUNK // (size * size)))
-    make = _generate_chunk if spec.variant == CLASSIC else _generate_benchmark_chunk
+    make = _generate_chunk if spec.variant in _CLASSIC_BASED else _generate_benchmark_chunk
     parts = [make(idx, size, seed, spec) for idx in _chunks(start, max(n, 1), chunk)]
     out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     return out if n else {key: value[:0] for key, value in out.items()}
@@ -494,9 +506,12 @@ def _columns(indices: np.ndarray, seed: int, image: np.ndarray, organs: np.ndarr
 
 def _generate_chunk(indices: np.ndarray, size: int, seed: int,
                     spec: PhantomSpec) -> dict[str, np.ndarray]:
-    """The classic phantom (``variant="classic"``)."""
+    """The classic phantom (``variant="classic"``) and its ``shortcut_marker`` control."""
     d = _draws(indices, size, seed)
     label = _class_labels(indices, seed, d, spec)
+    shortcut = spec.variant == SHORTCUT_MARKER
+    marker_u = _marker_draws(indices, seed) if shortcut else None
+    lesion_class = _independent_classes(marker_u) if marker_u is not None else label
     findings = np.stack([d.p(f"finding_u{k}") < spec.finding_probability for k in range(5)],
                         axis=1)
     Y, X = _grid(size)
@@ -504,18 +519,59 @@ def _generate_chunk(indices: np.ndarray, size: int, seed: int,
     right, left = body.right, body.left
 
     # --- class lesions (lesion mask) and findings (drawn only) -------------------------------
-    class_density = _class_lesions(Y, X, d, label, right, left, size) * body.lungs
+    class_density = _class_lesions(Y, X, d, lesion_class, right, left, size) * body.lungs
     finding_density = _findings(Y, X, d, findings, right, left, body.vessels,
                                 body.atelectasis_side)
     finding_density *= right.inside | left.inside
     image = body.image + np.float32(spec.lesion_strength) * (class_density + finding_density)
     lesion = (class_density > 0.04).astype(np.uint8)
+    if marker_u is not None:
+        image += _MARKER_LEVEL * _class_marker(Y, X, marker_u, label) * (body.organs == 0)
     image = _expose(image, X, d, spec)
 
-    sites = _class_sites(d, label, right, left) + _finding_sites(d, findings, right, left,
-                                                                 body.atelectasis_side)
+    sites = _class_sites(d, lesion_class, right, left) + _finding_sites(
+        d, findings, right, left, body.atelectasis_side)
     gaze = _gaze(Y, X, d, right, left, body.heart_cy, body.heart_cx, sites)
     return _columns(indices, seed, image, body.organs, lesion, gaze, label, findings)
+
+
+_MARKER_KEY = 0x5407C  # keyed draws of the shortcut marker (the classic draws stay as they are)
+_MARKER_SIDE = np.float32(0.30)  # normalized units: 15% of the image side
+_MARKER_LEVEL = np.float32(0.5)
+
+
+def _marker_draws(indices: np.ndarray, seed: int) -> np.ndarray:
+    """[B, 4] uniforms (lesion class, corner, y and x jitter), keyed by (seed, index) apart from
+    the image's own generator, so the classic draws are unchanged."""
+    keys = (np.int64(seed % 2**31) * np.int64(1_000_003) + indices.astype(np.int64))
+    return keyed_uniform(keys ^ np.int64(_MARKER_KEY), 4)
+
+
+def _independent_classes(marker_u: np.ndarray) -> np.ndarray:
+    """The class the lungs show in the shortcut variant: uniform, independent of the label."""
+    return np.minimum((marker_u[:, 0] * NUM_CLASSES).astype(np.int64), NUM_CLASSES - 1)
+
+
+def _class_marker(Y: np.ndarray, X: np.ndarray, marker_u: np.ndarray,
+                  label: np.ndarray) -> np.ndarray:
+    """[B, H, W] in {0, 1}: the label's pattern in a square of side ``_MARKER_SIDE`` centred
+    near a random corner (0.78-0.84 from the centre on each axis): Normal filled, COVID a
+    ring, Lung_Opacity horizontal bars, Viral Pneumonia vertical bars (4 bands each)."""
+    corner_y = np.where(marker_u[:, 1] < 0.5, -1.0, 1.0)
+    corner_x = np.where((marker_u[:, 1] * 4).astype(int) % 2 == 0, -1.0, 1.0)
+    cy = corner_y * (0.78 + 0.06 * marker_u[:, 2])
+    cx = corner_x * (0.78 + 0.06 * marker_u[:, 3])
+    v = (Y - _col(cy)) / _MARKER_SIDE + 0.5  # [B, H, 1] in [0, 1) inside the square
+    u = (X - _col(cx)) / _MARKER_SIDE + 0.5  # [B, 1, W]
+    inside = (v >= 0) & (v < 1) & (u >= 0) & (u < 1)
+    ring = (np.minimum(v, 1 - v) < 0.25) | (np.minimum(u, 1 - u) < 0.25)
+    rows = (np.floor(v * 4).astype(int) % 2 == 0) & np.ones_like(u, bool)
+    cols = (np.floor(u * 4).astype(int) % 2 == 0) & np.ones_like(v, bool)
+    filled = np.ones_like(ring)
+    kind = label[:, None, None]
+    pattern = np.where(kind == NORMAL, filled, np.where(
+        kind == COVID, ring, np.where(kind == LUNG_OPACITY, rows, cols)))
+    return (inside & pattern).astype(np.float32)
 
 
 def _ribs(Y: np.ndarray, X: np.ndarray, d: _Draws) -> np.ndarray:

@@ -3,7 +3,8 @@
 - Classification and segmentation metrics (:mod:`.classification`, :mod:`.metrics`).
 - Evaluation protocols: :func:`register_protocol`, :func:`run_protocol`,
   :func:`list_protocols` (``experiments/evaluate.py eval=<name>``); ``masked_area`` reports
-  what each inference masking condition really masks.
+  what each inference masking condition really masks; ``grounding`` scores whether a
+  classifier relies on the anatomy (:func:`evaluate_grounding`, :class:`GroundingResult`).
 - Study controls: the shortcut baseline and the inpainting floors of MIM
   (:mod:`._baselines`), paired bootstrap intervals between arms (:mod:`._compare`).
 """
@@ -17,6 +18,14 @@ from medmask.eval._baselines import (
     visible_mean_loss,
 )
 from medmask.eval._compare import PairedDifference, paired_bootstrap
+from medmask.eval._grounding import (
+    GroundingResult,
+    GroundingSettings,
+    evaluate_grounding,
+    grounding_score,
+    summarize_grounding,
+    true_label_probability,
+)
 from medmask.eval._protocols import (
     PROTOCOLS,
     list_protocols,
@@ -52,12 +61,16 @@ __all__ = [
     "logistic_probabilities",
     "logistic_accuracy",
     "inpainting_loss",
+    "GroundingResult",
+    "GroundingSettings",
     "PROTOCOLS",
     "PairedDifference",
     "accuracy",
     "boundary_iou",
     "classification_metrics",
     "dice",
+    "evaluate_grounding",
+    "grounding_score",
     "hd95",
     "iou",
     "list_protocols",
@@ -72,5 +85,7 @@ __all__ = [
     "segmentation_metrics",
     "segmentation_metrics_table",
     "sensitivity",
+    "summarize_grounding",
     "summarize_segmentation_table",
+    "true_label_probability",
 ]

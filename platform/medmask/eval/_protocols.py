@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from medmask import columns as C
+from medmask.eval._grounding import GroundingSettings, evaluate_grounding
 from medmask.masking import create_pixel_masker, pixel_masker_needs
 from medmask.registry import Registry
 
@@ -84,3 +85,23 @@ def masked_area(batches: Iterable[Mapping[str, Any]], *,
                          "short_images": int((values < float(ratio) - tolerance).sum()),
                          "draws": int(values.numel())})
     return pd.DataFrame(rows)
+
+
+@register_protocol("grounding", needs=(C.LABEL, C.GAZE, C.ORGANS, C.ANATOMY))
+def grounding(batches: Iterable[Mapping[str, Any]], *, model: Any = None,
+              **params: Any) -> pd.DataFrame:
+    """Visual grounding of ``model`` under anatomical vs non-anatomical masking (Mask Creation
+    Methodology, inference; :mod:`medmask.eval._grounding` gives the formulas): the table of
+    drops per ratio and condition; its ``attrs`` hold the score, the interval and the
+    qualifying ratios (:meth:`GroundingResult.summary`). ``params``: the fields of
+    :class:`GroundingSettings` (unknown ones are named). The columns it reads are ``label``,
+    ``gaze`` and the anatomy source (``organs`` or ``anatomy``), whichever the settings use.
+    """
+    settings = GroundingSettings.from_params(**params)
+    if model is None:
+        raise ValueError("the grounding protocol needs a model (images -> logits): "
+                         "experiments/grounding.py trains, reuses or loads one")
+    result = evaluate_grounding(model, batches, settings)
+    table = result.table.copy()
+    table.attrs.update(result.summary())
+    return table

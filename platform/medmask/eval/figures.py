@@ -121,3 +121,46 @@ def segmentation_figure(images: np.ndarray, targets: np.ndarray, preds: np.ndarr
                         ) -> np.ndarray:
     """Image / ground truth / prediction rows (label maps as colour overlays)."""
     return mask_gallery([images, organ_overlay(images, targets), organ_overlay(images, preds)])
+
+
+GROUNDING_STYLES = {"anatomical": ("tab:red", "o"), "matched_anatomical": ("tab:orange", "s"),
+                    "non_anatomical": ("tab:blue", "^")}
+
+
+def grounding_figure(table: Any, title: str = "visual grounding") -> Any:
+    """Drops against the area actually masked (not only against r): the mean drop in the
+    true-label probability (left) and in accuracy (right) of each masking condition, one point
+    per target ratio r at its mean achieved area, labelled with r (the grounding protocol's
+    table: columns ratio, condition, achieved_mean, drop, accuracy_drop, qualifies; ratios that
+    do not qualify are drawn hollow)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    for axis, column, label in ((axes[0], "drop", "drop in p(true label)"),
+                                (axes[1], "accuracy_drop", "accuracy drop")):
+        for condition, (color, marker) in GROUNDING_STYLES.items():
+            rows = table[table["condition"] == condition].sort_values("achieved_mean")
+            if not len(rows):
+                continue
+            axis.plot(rows["achieved_mean"], rows[column], color=color, alpha=0.6,
+                      label=condition.replace("_", " "))
+            qualifies = rows["qualifies"].to_numpy(bool)
+            axis.scatter(rows["achieved_mean"][qualifies], rows[column][qualifies],
+                         color=color, marker=marker, zorder=3)
+            axis.scatter(rows["achieved_mean"][~qualifies], rows[column][~qualifies],
+                         facecolors="none", edgecolors=color, marker=marker, zorder=3)
+            for _, row in rows.iterrows():
+                axis.annotate(f"r={row['ratio']:g}", (row["achieved_mean"], row[column]),
+                              textcoords="offset points", xytext=(3, 3), fontsize=7)
+        axis.axhline(0.0, color="gray", lw=0.8)
+        axis.set_xlabel("achieved masked area (fraction of the image)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

@@ -7,15 +7,24 @@ r in {0.1, 0.2, 0.3, 0.4}. Here the threshold of image b is the k-th largest val
 combined heatmap with ``k = floor(r * H * W)`` (one ``kthvalue`` per row of the flattened
 batch), so the masked area is exactly k pixels.
 
+The ratio may also be one value per image (``[B]``): the matched-area condition of the
+grounding protocol masks, on each image, the area that non-anatomical masking achieved there.
+
 Ties: pixels equal to the threshold form one "tie level". ``ties="exact"`` (default) masks
-every pixel above the threshold and only as many tied pixels as needed, the first ones in
-raster order, so the area is always exactly k; ``ties="include"`` masks the whole tie level
-(``heat >= threshold``), so the area may exceed k by that level's size. Without ties (any
-continuous heatmap) both give the same exact k pixels. The achieved ratio is returned either
-way.
+every pixel above the threshold and only as many tied pixels as needed, chosen in a seeded
+random order (a random key per pixel from ``generator``, or from a generator seeded with 0
+when none is given), so the area is always exactly k and a saturated heatmap (a plateau of
+equal maxima) is not masked from the top of the image down; ``ties="include"`` masks the
+whole tie level (``heat >= threshold``), so the area may exceed k by that level's size.
+Without ties (any continuous heatmap) both give the same exact k pixels. The achieved ratio is
+returned either way. One vectorized pass: a stable sort of the random keys, then a stable
+descending sort of the heat in that order, ranks every pixel (heat first, ties by key); the
+first k_b ranks of row b are masked.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -56,43 +65,67 @@ def combined_heatmap(
 
 def anatomical_mask(
     heatmaps: np.ndarray | torch.Tensor,
-    ratio: float,
+    ratio: float | Sequence[float] | np.ndarray | torch.Tensor,
     *,
     size: tuple[int, int] | None = None,
     ties: str = "exact",
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask the ``floor(ratio * H * W)`` most activated pixels of each combined heatmap.
 
     Args:
         heatmaps: [B, K, H, W] (summed over K) or [B, H, W] heatmaps (e.g. EYEGAZE).
-        ratio: target masked area r in [0, 1) of the image (the source uses 0.1 .. 0.4).
+        ratio: target masked area r in [0, 1) of the image (the source uses 0.1 .. 0.4), one
+            value for the batch or one per image ([B]).
         size: (H, W) of the images when the heatmaps have another size (bilinear resize).
-        ties: ``"exact"`` (exactly k pixels; ties at the threshold taken in raster order) or
-            ``"include"`` (the whole tie level; may exceed k). See the module docstring.
+        ties: ``"exact"`` (exactly k pixels; ties at the threshold taken in a seeded random
+            order) or ``"include"`` (the whole tie level; may exceed k). See the module
+            docstring.
+        generator: CPU torch generator for the random tie order (None: seeded with 0).
 
     Returns:
         (bool pixel mask [B, H, W], True = masked; achieved ratio per image, float64 [B]).
 
     Raises:
-        ValueError: a NaN in a heatmap (naming the image index), a bad ratio or tie mode.
+        ValueError: a NaN in a heatmap (naming the image index), a bad ratio (naming it), a
+            per-image ratio of the wrong length, or a bad tie mode.
     """
     if ties not in TIE_MODES:
         raise ValueError(f"ties must be one of {TIE_MODES}, got {ties!r}")
     heat = combined_heatmap(heatmaps, size)
     batch_size, height, width = heat.shape
-    flat = heat.reshape(batch_size, -1)
-    count = num_masked(height * width, ratio)
-    if count == 0:
-        mask = torch.zeros_like(flat, dtype=torch.bool)
-    else:
-        # k-th largest = (HW - k + 1)-th smallest, per row.
-        threshold = torch.kthvalue(flat, flat.shape[1] - count + 1, dim=1, keepdim=True).values
-        if ties == "include":
-            mask = flat >= threshold
-        else:
-            above = flat > threshold
-            needed = count - above.sum(1, keepdim=True)
-            tied = flat == threshold
-            mask = above | (tied & (tied.cumsum(1) <= needed))
-    achieved = mask.sum(1, dtype=torch.float64) / float(height * width)
+    pixels = height * width
+    flat = heat.reshape(batch_size, -1).cpu()
+    counts = _counts(ratio, batch_size, pixels)
+    order = _rank_order(flat, generator)  # [B, HW]: pixel indices, hottest first
+    in_top = torch.arange(pixels)[None, :] < counts[:, None]
+    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, in_top)
+    if ties == "include":
+        last = torch.gather(order, 1, (counts - 1).clamp_min(0)[:, None])
+        threshold = torch.gather(flat, 1, last)
+        mask = (flat >= threshold) & (counts > 0)[:, None]
+    achieved = mask.sum(1, dtype=torch.float64) / float(pixels)
     return mask.reshape(batch_size, height, width), achieved
+
+
+def _counts(ratio: float | Sequence[float] | np.ndarray | torch.Tensor, batch_size: int,
+            pixels: int) -> torch.Tensor:
+    """floor(r * H * W) per image, int64 [B], from one ratio or one per image."""
+    values = np.atleast_1d(np.asarray(ratio.cpu() if isinstance(ratio, torch.Tensor) else ratio,
+                                      dtype=np.float64))
+    if values.ndim != 1 or len(values) not in (1, batch_size):
+        raise ValueError(f"ratio must be one number or one per image ({batch_size}), got "
+                         f"shape {values.shape}")
+    counts = [num_masked(pixels, float(v)) for v in values]  # checks each: [0, 1)
+    out = torch.tensor(counts, dtype=torch.int64)
+    return out.expand(batch_size).clone() if len(out) == 1 else out
+
+
+def _rank_order(flat: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Pixel indices [B, HW] by descending heat, equal heat in a seeded random order."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    keys = torch.rand(flat.shape, generator=generator)
+    shuffled = keys.argsort(dim=1, stable=True)
+    by_heat = torch.gather(flat, 1, shuffled).argsort(dim=1, descending=True, stable=True)
+    return torch.gather(shuffled, 1, by_heat)

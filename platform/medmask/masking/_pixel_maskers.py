@@ -90,14 +90,16 @@ def zero_pixels(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @register_pixel_masker("anatomical", needs=(C.IMAGE, C.GAZE))
 def _anatomical(ratio: float, ties: str = "exact") -> PixelMasker:
-    """Zero the top-activated ``ratio`` of each image's (resized) gaze heatmap."""
+    """Zero the top-activated ``ratio`` of each image's (resized) gaze heatmap; ties at the
+    threshold are taken in the generator's random order (seeded with 0 when none is given)."""
     target = check_ratio(ratio)
 
     def masker(batch: Mapping[str, Any], *,
                generator: torch.Generator | None = None) -> PixelMaskResult:
         images = _column(batch, C.IMAGE, "anatomical")
         heat = _column(batch, C.GAZE, "anatomical")
-        mask, achieved = anatomical_mask(heat, target, size=tuple(images.shape[-2:]), ties=ties)
+        mask, achieved = anatomical_mask(heat, target, size=tuple(images.shape[-2:]), ties=ties,
+                                         generator=generator)
         return PixelMaskResult(zero_pixels(images, mask), mask, achieved)
 
     return masker

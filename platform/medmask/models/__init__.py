@@ -11,13 +11,16 @@ Public API:
   (``unet_tiny_seg``, ``unet_seg``, :func:`from_pretrained_unet`).
 - :class:`ContrastiveCNN` (``contrastive_cnn``, ``contrastive_cnn_tiny``): the guide's 5-stage
   CNN with a SimCLR projection head, for the contrastive methods.
+- :class:`CLIPEncoder` (``clip_local``, :func:`load_clip`): an open_clip model (BiomedCLIP)
+  from a local folder, ``encode(images)`` and ``encode_text(texts)``; open_clip is imported
+  only when one is loaded.
 - :class:`EncoderClassifier` (uses only ``encode``), :class:`TimmEncoder` (``resnet50``),
   :func:`load_local_weights`.
 - The registry: :func:`create_model`, :func:`list_models`, :func:`register_model`.
 - Batch inputs: :func:`images_nchw`, :func:`autocast` (bf16 on CUDA, a no-op on the CPU).
 """
 
-from medmask.models import _classifier, _contrastive, _mae, _unet  # noqa: F401  (fill the registry)
+from medmask.models import _classifier, _clip, _contrastive, _mae, _unet  # noqa: F401
 from medmask.models._batch import autocast, images_nchw
 from medmask.models._classifier import (
     EncoderClassifier,
@@ -26,6 +29,7 @@ from medmask.models._classifier import (
     load_local_weights,
     set_drop_path,
 )
+from medmask.models._clip import CLIPEncoder, check_clip_folder, load_clip
 from medmask.models._contrastive import ContrastiveCNN
 from medmask.models._interface import (
     Encoder,
@@ -38,6 +42,7 @@ from medmask.models._registry import create_model, is_model, list_models, regist
 from medmask.models._unet import UNet, UNetBody, UNetSegmenter, from_pretrained_unet
 
 __all__ = [
+    "CLIPEncoder",
     "ContrastiveCNN",
     "Encoder",
     "EncoderClassifier",
@@ -50,11 +55,13 @@ __all__ = [
     "UNetBody",
     "UNetSegmenter",
     "autocast",
+    "check_clip_folder",
     "create_model",
     "from_pretrained_unet",
     "images_nchw",
     "is_model",
     "list_models",
+    "load_clip",
     "load_local_weights",
     "masked_mean_loss",
     "register_model",

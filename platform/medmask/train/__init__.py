@@ -14,6 +14,9 @@
   pretraining, segmentation at several label fractions).
 - Typed, frozen settings at the boundary (:class:`MimSettings`, :class:`PretrainSettings`,
   ...), built from plain mappings by :func:`settings_from_dict` (unknown keys fail there).
+- The grounding study's classifiers, fitted in-process and cached (:func:`fitted_classifier`,
+  :class:`PhantomData`, :class:`FitSettings`, :func:`load_classifier`): the random-mask MAE
+  classifier and the two controls of the grounding score.
 - :func:`build_trainer`, :class:`ScalingSettings`: the ``TorchTrainer`` (scaling,
   checkpoints, failure recovery); :func:`build_mask_strategy` loads an AHM policy.
 """
@@ -27,6 +30,16 @@ from medmask.train._checkpoint import (
     save_checkpoint,
 )
 from medmask.train._finetune import build_classifier, finetune_loop, predict
+from medmask.train._grounding import (
+    CONTROL_VARIANTS,
+    FitSettings,
+    FittedClassifier,
+    PhantomData,
+    fit_classifier,
+    fitted_classifier,
+    load_classifier,
+    torch_threads,
+)
 from medmask.train._loop import run_epochs
 from medmask.train._loop_utils import quiet_data_progress
 from medmask.train._masks import build_mask_strategy
@@ -81,6 +94,10 @@ __all__ = [
     "ControlSettings",
     "AugmentSettings",
     "BaselineSettings",
+    "CONTROL_VARIANTS",
+    "FitSettings",
+    "FittedClassifier",
+    "PhantomData",
     "CropSettings",
     "FinetuneSettings",
     "HeadSettings",
@@ -103,8 +120,11 @@ __all__ = [
     "code_version",
     "config_hash",
     "finetune_loop",
+    "fit_classifier",
+    "fitted_classifier",
     "label_fraction_subset",
     "load_checkpoint",
+    "load_classifier",
     "load_reconstruction",
     "predict",
     "pretrain_loop",
@@ -121,6 +141,7 @@ __all__ = [
     "segment_loop",
     "settings_from_dict",
     "steps_per_epoch",
+    "torch_threads",
     "train_view",
     "transfer_report",
 ]
