@@ -103,4 +103,6 @@ def scaling_settings(cluster: DictConfig) -> dict[str, Any]:
     """The Ray Train scaling of the ``cluster`` group (``medmask.train.ScalingSettings``)."""
     return {"num_workers": int(cluster.num_workers), "use_gpu": bool(cluster.use_gpu),
             "resources_per_worker": to_dict(cluster.resources_per_worker),
-            "max_failures": int(cluster.max_failures)}
+            "max_failures": int(cluster.max_failures),
+            "channels_last": cluster.get("channels_last"),
+            "compile": bool(cluster.get("compile", False))}

@@ -10,7 +10,13 @@ rank 0, and a checkpoint with every report.
 Config keys read here: ``optim`` (:class:`OptimizerConfig` fields), ``batch_size`` (global),
 ``epochs``, ``steps_per_epoch``, ``seed``, ``model`` ({name, params}: saved with the
 checkpoint), optional ``tracking`` ({uri, run_id}), optional ``inject_failure`` ({epoch,
-marker}: kill this worker once at that epoch, to exercise checkpoint resume).
+marker}: kill this worker once at that epoch, to exercise checkpoint resume), optional
+``device_options`` ({channels_last: None = on CUDA | bool, compile: bool}: set from
+:class:`~medmask.train.ScalingSettings` by ``build_trainer``).
+
+On CUDA the batches come through pinned host memory (Ray Data's ``pin_memory``, prefetched 2
+ahead) and the model's parameters are channels-last; ``mixed_precision`` (the methods' bf16
+autocast) is the other half of the GPU path.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import ray.train.torch
 import torch
 
 from medmask.methods import LoopParts
+from medmask.models import use_channels_last
 from medmask.tracking import log_metrics_to_run
 from medmask.train._checkpoint import save_checkpoint
 from medmask.train._loop_utils import (
@@ -52,8 +59,12 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
     rank, world = context.get_world_rank(), context.get_world_size()
     device = train_device()
     parts = build_parts(config, device)
+    options = dict(config.get("device_options") or {})
+    use_channels_last(parts.model, device, options.get("channels_last"))
     optimizer, scheduler, start_epoch = optimization_state(parts.model, config)
     model = ray.train.torch.prepare_model(parts.model)
+    if options.get("compile"):
+        model = torch.compile(model)  # opt-in: minutes of compiling on a small CPU
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if parts.validate is not None else None
     per_worker_batch = max(1, int(config["batch_size"]) // world)
@@ -62,7 +73,8 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
         maybe_fail(config.get("inject_failure"), epoch)
         model.train()
         batches = train_shard.iter_torch_batches(batch_size=per_worker_batch,
-                                                 prefetch_batches=2, device=device)
+                                                 prefetch_batches=2, device=device,
+                                                 pin_memory=device.type == "cuda")
 
         def batch_loss(batch: dict[str, torch.Tensor], epoch: int = epoch) -> tuple[Any, int]:
             return parts.batch_loss(model, batch, epoch)
