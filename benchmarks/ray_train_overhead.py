@@ -6,9 +6,12 @@ method: random masks drawn anew every epoch) and AdamW + warmup-cosine, in one p
 
 - bare: a plain loop over the images held as tensors in this process (zero_grad, backward,
   step), with ``torch.set_num_threads(threads)``;
-- Ray Train: ``TorchTrainer``, 1 worker with ``threads`` CPUs (Ray sets the worker's
-  ``OMP_NUM_THREADS`` to its CPU count, so torch runs as many threads), running medmask's
-  pretraining loop: Ray Data shard iteration, a report and a checkpoint every epoch.
+- Ray Train: ``TorchTrainer``, 1 worker with ``cpus`` CPUs (2 by default) running medmask's
+  pretraining loop: Ray Data shard iteration, a report and a checkpoint every epoch. Ray would
+  set the worker's ``OMP_NUM_THREADS`` to its CPU count; here ``OMP_NUM_THREADS=threads`` is
+  set for every Ray process, so both loops run ``threads`` torch threads (1 by default: on a
+  2-core machine shared with other work, 2 OpenMP threads spin at their barriers while the
+  other core is taken, measured 25-54 images/s against 89-100 with 1 thread at load ~5).
 
 Both after one warm-up epoch (worker start-up, first-touch allocations). Ray Train's images/s
 is taken between the ends of its first and last epochs (``perf/epoch_end_unix_s``), so it
@@ -35,9 +38,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # this clone's sources, here and in every Ray worker (they inherit PYTHONPATH from the raylet)
-sys.path.insert(0, str(ROOT / "platform"))
+SOURCES = [str(ROOT / "platform"), str(ROOT)]  # medmask, envs
+sys.path[:0] = SOURCES
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(ROOT / "platform"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+    [*SOURCES, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
 
@@ -154,7 +158,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4, help="timed epochs (after 1 warm-up)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of both loops")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the Ray Train worker")
     parser.add_argument("--quick", action="store_true", help="256 images, 3 timed epochs")
     args = parser.parse_args()
     if args.quick:
@@ -162,7 +167,10 @@ def main() -> None:
     import ray
 
     torch.set_num_threads(args.threads)
-    ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False)
+    threads_env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    os.environ.update(threads_env)
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": threads_env})
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         dataset = phantoms(args.images, 64)
@@ -174,7 +182,7 @@ def main() -> None:
         before, bare_threads = bare_images_per_s(config, batch, args.epochs, cpu)
         print(f"  bare loop      : {before:8.1f} images/s (torch threads {bare_threads})")
         with tempfile.TemporaryDirectory(prefix="medmask-overhead-") as tmp:
-            scaling = ScalingSettings(num_workers=1, resources_per_worker={"CPU": args.threads},
+            scaling = ScalingSettings(num_workers=1, resources_per_worker={"CPU": args.cpus},
                                       keep_checkpoints=args.epochs + 2, max_failures=0)
             through_ray, ray_threads, in_loop = ray_images_per_s(config, dataset, args.epochs,
                                                                  scaling, Path(tmp))
