@@ -17,7 +17,7 @@ Also, on a 2-CPU Ray: the manifest reader (``from_pandas`` + ``DecodeImages``) a
 ``map_batches`` (each followed by the same organ and mask stages).
 
     python benchmarks/ray_data_vs_pool.py --quick     # 192 images, 1 round: a few minutes
-    python benchmarks/ray_data_vs_pool.py             # 1,152 images, 5 rounds (>= 30 s each)
+    python benchmarks/ray_data_vs_pool.py             # 3,072 images, 5 rounds (>= 30 s each)
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def load_line() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1152)
+    parser.add_argument("--images", type=int, default=3072)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="192 images, 1 round")
     parser.add_argument("--no-readers", action="store_true", help="skip the reader comparison")
