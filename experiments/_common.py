@@ -16,6 +16,8 @@ from medmask.tracking import Tracker
 log = logging.getLogger("medmask")
 
 ROOT = Path(__file__).resolve().parents[1]
+# The runtime environment that ships platform/medmask and envs/ to a cluster's nodes (README).
+RUNTIME_ENV_FILE = ROOT / "configs" / "runtime_env.yaml"
 
 
 def use_this_clone() -> None:
@@ -52,7 +54,6 @@ def init_ray(cluster: DictConfig, verbose: bool = True, attempts: int = 2) -> No
     """
     import ray
 
-
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -63,6 +64,10 @@ def init_ray(cluster: DictConfig, verbose: bool = True, attempts: int = 2) -> No
     address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True, runtime_env=hook)
+        if not ray.get_runtime_context().runtime_env.get("py_modules"):
+            log.warning("this job ships no py_modules: Ray workers import medmask from their "
+                        "node's own Python path; on nodes without the repository submit with "
+                        "--runtime-env %s", RUNTIME_ENV_FILE.relative_to(ROOT))
     else:
         for attempt in range(1, attempts + 1):
             try:
@@ -98,4 +103,6 @@ def scaling_settings(cluster: DictConfig) -> dict[str, Any]:
     """The Ray Train scaling of the ``cluster`` group (``medmask.train.ScalingSettings``)."""
     return {"num_workers": int(cluster.num_workers), "use_gpu": bool(cluster.use_gpu),
             "resources_per_worker": to_dict(cluster.resources_per_worker),
-            "max_failures": int(cluster.max_failures)}
+            "max_failures": int(cluster.max_failures),
+            "channels_last": cluster.get("channels_last"),
+            "compile": bool(cluster.get("compile", False))}

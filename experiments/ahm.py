@@ -6,7 +6,8 @@
     python experiments/ahm.py +ablation=random_share    # AHM Table V: p in {0,...,50,100}%
     python experiments/ahm.py policy.checkpoint=/path/policy.pt data=lgg ...  # policy transfer
     # on a cluster (Ray 2.60 needs token auth for job submission, see README):
-    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python experiments/ahm.py
+    ray job submit --address http://127.0.0.1:8265 --working-dir . \
+        --runtime-env configs/runtime_env.yaml -- python experiments/ahm.py cluster=ray
 
 Each invocation is one MLflow study run; the stages (reconstruction, policy, pretrain-ahm,
 segment-<method>-frac<k>) are nested runs; finished stages are reused on a re-run.

@@ -3,7 +3,8 @@
     python experiments/preprocess.py                                  # phantoms, random masks
     python experiments/preprocess.py masking=rgmim masking.ratio=0.6 data.n=1024
     python experiments/preprocess.py data=covid_radiography data.root=/data/COVID-19_Radiography
-    ray job submit --working-dir . -- python experiments/preprocess.py cluster=ray
+    ray job submit --working-dir . --runtime-env configs/runtime_env.yaml -- \
+        python experiments/preprocess.py cluster=ray
 """
 
 from __future__ import annotations

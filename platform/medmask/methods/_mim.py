@@ -28,7 +28,7 @@ def masked_image_modeling(config: Mapping[str, Any], device: torch.device,
     grid = model.grid
     ratio = float(config["masking"]["ratio"])
     seed = int(config["seed"])
-    mixed = bool(config.get("mixed_precision", True))
+    mixed = config.get("mixed_precision", True)  # True, False or "bf16" (also on the CPU)
 
     def batch_loss(net: torch.nn.Module, batch: Mapping[str, torch.Tensor],
                    epoch: int) -> tuple[torch.Tensor, int]:

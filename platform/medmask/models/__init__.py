@@ -17,11 +17,12 @@ Public API:
 - :class:`EncoderClassifier` (uses only ``encode``), :class:`TimmEncoder` (``resnet50``),
   :func:`load_local_weights`.
 - The registry: :func:`create_model`, :func:`list_models`, :func:`register_model`.
-- Batch inputs: :func:`images_nchw`, :func:`autocast` (bf16 on CUDA, a no-op on the CPU).
+- Batch inputs: :func:`images_nchw`, :func:`autocast` (bf16 on CUDA, a no-op on the CPU unless
+  ``"bf16"``), :func:`use_channels_last` (channels-last parameters on CUDA).
 """
 
 from medmask.models import _classifier, _clip, _contrastive, _mae, _unet  # noqa: F401
-from medmask.models._batch import autocast, images_nchw
+from medmask.models._batch import BF16_EVERYWHERE, autocast, images_nchw, use_channels_last
 from medmask.models._classifier import (
     EncoderClassifier,
     LoadReport,
@@ -54,11 +55,13 @@ __all__ = [
     "UNet",
     "UNetBody",
     "UNetSegmenter",
+    "BF16_EVERYWHERE",
     "autocast",
     "check_clip_folder",
     "create_model",
     "from_pretrained_unet",
     "images_nchw",
+    "use_channels_last",
     "is_model",
     "list_models",
     "load_clip",

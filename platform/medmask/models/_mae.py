@@ -187,7 +187,9 @@ class MaskedAutoencoderViT(nn.Module):
         """Encoder output + mask tokens at the hidden positions -> pixels [B, N, T*T*C]."""
         x = self.decoder_embed(latent)
         b, _, d = x.shape
-        full = self.mask_token.expand(b, self.grid.num_patches, d)
+        # under bf16 autocast the embedded tokens are bf16 and the mask token a float32
+        # parameter: scatter needs one dtype
+        full = self.mask_token.to(x.dtype).expand(b, self.grid.num_patches, d)
         full = torch.scatter(full, 1, ids_keep.unsqueeze(-1).expand(-1, -1, d), x[:, 1:])
         x = torch.cat([x[:, :1], full], dim=1) + self.decoder_pos_embed
         x = self.decoder_norm(self.decoder_blocks(x))

@@ -225,9 +225,16 @@ def use_all_cpus() -> None:
 def map_stage(dataset: Any, stage: Any, batch_size: int, *, num_cpus: float = 1.0,
               concurrency: int | None = None) -> Any:
     """``dataset.map_batches(stage)`` on numpy batches as Ray tasks (``num_cpus`` each, at
-    most ``concurrency`` at once; None: as many as the cluster's CPUs allow)."""
+    most ``concurrency`` at once; None: as many as the cluster's CPUs allow).
+
+    The cap goes to Ray Data as a task-pool ``compute`` strategy (Ray 2.51 deprecated
+    ``map_batches(concurrency=...)`` and warns on every call).
+    """
+    import ray.data
+
     return dataset.map_batches(stage, batch_size=batch_size, batch_format="numpy",
-                               num_cpus=num_cpus, concurrency=concurrency)
+                               num_cpus=num_cpus,
+                               compute=ray.data.TaskPoolStrategy(size=concurrency))
 
 
 def phantom_dataset(n: int, size: int, seed: int, chunk: int = 32, start: int = 0, *,

@@ -17,6 +17,12 @@ this many epochs and at the last one; default 1), optional ``select_on`` (a vali
 metric, larger = better: the checkpoint then also carries ``best``, the weights of the best
 epoch so far, which
 :func:`~medmask.train._trainer.fit_and_load` loads instead of the last epoch's).
+``device_options`` ({channels_last: None = on CUDA | bool, compile: bool}: set from
+:class:`~medmask.train.ScalingSettings` by ``build_trainer``).
+
+On CUDA the batches come through pinned host memory (Ray Data's ``pin_memory``, prefetched 2
+ahead) and the model's parameters are channels-last; ``mixed_precision`` (the methods' bf16
+autocast) is the other half of the GPU path.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import ray.train.torch
 import torch
 
 from medmask.methods import LoopParts
+from medmask.models import use_channels_last
 from medmask.tracking import log_metrics_to_run
 from medmask.train._checkpoint import save_checkpoint
 from medmask.train._loop_utils import (
@@ -58,9 +65,13 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
     rank, world = context.get_world_rank(), context.get_world_size()
     device = train_device()
     parts = build_parts(config, device)
+    options = dict(config.get("device_options") or {})
+    use_channels_last(parts.model, device, options.get("channels_last"))
     optimizer, scheduler, start_epoch, restored = optimization_state(parts.model, config)
     best = BestEpoch(config.get("select_on"), restored)
     model = ray.train.torch.prepare_model(parts.model)
+    if options.get("compile"):
+        model = torch.compile(model)  # opt-in: minutes of compiling on a small CPU
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val") if parts.validate is not None else None
     per_worker_batch = max(1, int(config["batch_size"]) // world)
@@ -72,7 +83,7 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
         model.train()
         batches = train_shard.iter_torch_batches(
             batch_size=per_worker_batch, prefetch_batches=2, device=device,
-            local_shuffle_buffer_size=shuffle or None,
+            pin_memory=device.type == "cuda", local_shuffle_buffer_size=shuffle or None,
             local_shuffle_seed=(int(config["seed"]) * 1_000_003 + epoch) if shuffle else None)
 
         def batch_loss(batch: dict[str, torch.Tensor], epoch: int = epoch) -> tuple[Any, int]:

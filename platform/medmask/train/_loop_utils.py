@@ -58,6 +58,10 @@ class StepTimer:
             "perf/images_per_s": self.images / total,
             "perf/data_wait_share": self.data_s / total,
             "perf/epoch_s": total,
+            # when the epoch's steps ended (unix s): consecutive epochs' difference is the wall
+            # time per epoch with the report and checkpoint between them
+            "perf/epoch_end_unix_s": time.time(),
+            "perf/torch_threads": torch.get_num_threads(),
         }
 
 
@@ -109,7 +113,9 @@ def checkpoint_dir() -> Iterator[str]:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DDP wrapper (for state dicts and attributes)."""
+    """The module inside a ``torch.compile`` and a DDP wrapper (for state dicts and
+    attributes)."""
+    model = getattr(model, "_orig_mod", model)
     return model.module if hasattr(model, "module") else model
 
 

@@ -23,6 +23,11 @@ class ScalingSettings:
     resources_per_worker: Mapping[str, float] = field(default_factory=lambda: {"CPU": 1})
     max_failures: int = 1
     keep_checkpoints: int = 2
+    # how the loops use their device: channels-last parameters (None: where CUDA is present)
+    # and an opt-in torch.compile of the prepared model (never on by default: it compiles for
+    # minutes on a small CPU)
+    channels_last: bool | None = None
+    compile: bool = False
 
 
 def build_trainer(
@@ -39,11 +44,14 @@ def build_trainer(
     """A ``TorchTrainer`` for ``loop`` with checkpoints kept and resume after worker failure.
 
     ``callbacks`` are Ray Train ``UserCallback`` s (e.g. Tune's report callback when the
-    trainer runs inside a Tune trial).
+    trainer runs inside a Tune trial). The scaling's device options reach the loop as
+    ``loop_config["device_options"]``.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    loop_config = {**loop_config, "device_options": {"channels_last": scaling.channels_last,
+                                                     "compile": scaling.compile}}
     resources = dict(scaling.resources_per_worker)
     if not scaling.use_gpu:
         resources.pop("GPU", None)
