@@ -164,7 +164,7 @@ def two_node_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         deadline = time.monotonic() + 60
         while True:  # the dashboard answers before its job agent is ready
             done = subprocess.run(command, env=env, capture_output=True, text=True,
-                                  timeout=300, cwd=ROOT)
+                                  timeout=600, cwd=ROOT)  # minutes at a load of 10-15
             if NO_AGENT not in done.stdout + done.stderr or time.monotonic() > deadline:
                 break
             time.sleep(2.0)
