@@ -10,6 +10,7 @@
 """
 
 from medmask.eval._baselines import (
+    SHORTCUT_GRID,
     inpainting_loss,
     logistic_accuracy,
     logistic_probabilities,
@@ -54,6 +55,7 @@ from medmask.eval.metrics import (
 )
 
 __all__ = [
+    "SHORTCUT_GRID",
     "visible_mean_loss",
     "shortcut_baseline",
     "patch_means",

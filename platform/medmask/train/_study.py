@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from medmask import columns as C
-from medmask.eval import paired_bootstrap, shortcut_baseline
+from medmask.eval import SHORTCUT_GRID, paired_bootstrap, shortcut_baseline
 from medmask.methods import create_method
 from medmask.preprocess import study_splits
 from medmask.tracking import run_name
@@ -191,9 +191,10 @@ def shortcut_cell(settings: MimSettings, datasets: dict[str, Any], trial: Any,
                                                                   batch_format="numpy")
     test = datasets["test"].select_columns([C.IMAGE, C.LABEL]).take_batch(
         datasets["test"].count(), batch_format="numpy")
-    classes = settings.head.num_classes
+    classes, side = settings.head.num_classes, int(np.asarray(test[C.IMAGE]).shape[-1])
+    grid = max(g for g in range(1, SHORTCUT_GRID + 1) if side % g == 0)  # 16 unless it
     probs = shortcut_baseline(np.asarray(train[C.IMAGE]), np.asarray(train[C.LABEL]),
-                              np.asarray(test[C.IMAGE]), classes)
+                              np.asarray(test[C.IMAGE]), classes, grid=grid)  # cannot tile
     correct = (probs.argmax(1) == np.asarray(test[C.LABEL])).astype(np.float64)
     accuracy = float(correct.mean())
     trial.log_metrics({f"test/frac{fraction * 100:g}/accuracy": accuracy})
