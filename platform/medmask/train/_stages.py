@@ -255,7 +255,8 @@ def finetune_cell(settings: FinetuneSettings, datasets: dict[str, Any], stage: A
     if len(rates) > 1 and not recipe.select_on:
         raise ValueError(f"recipe.lr_grid {list(rates)} needs recipe.select_on (the validation "
                          "metric that picks the learning rate)")
-    tried: list[tuple[float, float, torch.nn.Module]] = []
+    grid: dict[float, float] = {}
+    best: tuple[float, float, torch.nn.Module] | None = None  # only the best model is kept
     budget = step_budget(settings.finetune, train.count(), scaling.num_workers,
                          recipe.min_steps)
     for base_lr in rates:
@@ -286,9 +287,11 @@ def finetune_cell(settings: FinetuneSettings, datasets: dict[str, Any], stage: A
                                                         "init_weights": None}), "fine-tuning")
         score = (selection_score(model, val, head, recipe.select_on) if recipe.select_on
                  else float("nan"))
-        tried.append((float(base_lr), score, model))
-    base_lr, score, model = max(tried, key=lambda t: -np.inf if np.isnan(t[1]) else t[1])
-    grid = {lr: sc for lr, sc, _ in tried}
+        grid[float(base_lr)] = score
+        if best is None or (not np.isnan(score) and not score <= best[1]):
+            best = (float(base_lr), score, model)
+    assert best is not None  # rates is never empty
+    base_lr, score, model = best
     if len(rates) > 1:
         stage.log_dict({str(k): v for k, v in grid.items()}, "val/lr_grid.json")
     probs, targets = predict(model, train_view(datasets["test"]), 64, head.multilabel)
