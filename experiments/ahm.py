@@ -26,28 +26,28 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import init_ray, log, make_tracker, scaling_settings, to_dict  # noqa: E402
 
-from medmask.train import run_ahm_study
+from medmask.train import AhmSettings, run_ahm_study, settings_from_dict
 
 RESULT_COLUMNS = ("method", "fraction", "dice", "iou", "ppv", "sensitivity", "hd95",
                   "boundary_iou")
 
 
-def ahm_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The plain settings dict :func:`medmask.train.run_ahm_study` takes."""
-    data = cfg.data
-    return {
+def ahm_settings(cfg: DictConfig, seed: int | None = None) -> AhmSettings:
+    """The typed settings :func:`medmask.train.run_ahm_study` takes (unknown keys fail here,
+    before Ray starts)."""
+    return settings_from_dict(AhmSettings, {
         "study": cfg.study,
-        "seed": int(cfg.seed),
-        "data": to_dict(data),
+        "seed": int(cfg.seed if seed is None else seed),
+        "data": to_dict(cfg.data),
         "model": to_dict(cfg.model),
-        "masking": {"name": "ahm", "ratio": float(cfg.masking.ratio), "params": {}},
+        "ratio": float(cfg.masking.ratio),
         "pretrain": to_dict(cfg.train.pretrain),
         "policy": to_dict(cfg.policy),
         "segmentation": {**to_dict(cfg.segmentation), **to_dict(cfg.train.segmentation)},
         "cache_dir": str(Path(cfg.cache_dir).resolve()),
         "storage_dir": str(Path(cfg.storage_dir).resolve()),
         "scaling": scaling_settings(cfg.cluster),
-    }
+    })
 
 
 def policy_summary(check: dict[str, float]) -> str:
@@ -98,13 +98,13 @@ def seed_summary(tables: list[Any], checks: list[dict[str, float]]) -> tuple[Any
 @hydra.main(config_path="../configs", config_name="ahm", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
 
+    seeds = [int(s) for s in (cfg.get("seeds") or [cfg.seed])]
+    settings = [ahm_settings(cfg, seed) for seed in seeds]  # every config error before Ray
     tracker = make_tracker(cfg.tracking)
     init_ray(cfg.cluster, verbose=bool(cfg.get("verbose", False)))
-    seeds = [int(s) for s in (cfg.get("seeds") or [cfg.seed])]
     tables, checks = [], []
-    for seed in seeds:  # one study run per seed (each cached stage by stage)
-        settings = {**ahm_settings(cfg), "seed": seed}
-        table = run_ahm_study(settings, tracker)
+    for seed, seed_settings in zip(seeds, settings, strict=True):  # one study run per seed
+        table = run_ahm_study(seed_settings, tracker)
         check = table.attrs.get("policy_check", {})
         text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(
             index=False, float_format=lambda v: f"{v:.4f}")

@@ -120,7 +120,7 @@ def test_ahm_pipeline_runs_through_ray_job_submit(tmp_path: Path) -> None:
     study = runs["ahm-ahm-r0.75-s3"]
     for key in ("policy_mask_recon_loss", "random_mask_recon_loss"):
         assert 0 < study.data.metrics[key] < 1
-    assert "ahm/frac100/dice" in study.data.metrics
+    assert "test/ahm/frac100/dice" in study.data.metrics
     policy = runs["policy"]
     history = client.get_metric_history(policy.info.run_id, "charts/mean_reward")
     assert len(history) >= 1 and "charts/SPS" in policy.data.metrics

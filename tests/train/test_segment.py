@@ -77,17 +77,23 @@ def test_unknown_target_and_non_unet_models_are_rejected() -> None:
 
 
 def test_small_label_fractions_get_the_minimum_step_budget() -> None:
-    from medmask.train._ahm_study import segmentation_repeats
+    from medmask.train._stages import segmentation_repeats
 
     assert segmentation_repeats(6, 150, steps_per_epoch=48) == 1  # 288 steps already
     assert segmentation_repeats(6, 150, steps_per_epoch=5) == 5  # 10%: 30 steps -> x5 = 150
     assert segmentation_repeats(6, 0, steps_per_epoch=5) == 1
 
 
-def test_ahm_study_rejects_unknown_methods_and_targets_before_compute() -> None:
-    from medmask.train import run_ahm_study
+def test_ahm_settings_reject_unknown_methods_targets_and_keys_before_compute() -> None:
+    from medmask.train import SegmentationSettings, settings_from_dict
+    from medmask.train._segment import TARGETS
+    from medmask.train._settings import SEGMENTATION_TARGETS
 
+    base = {"epochs": 1, "batch_size": 4}
     with pytest.raises(ValueError, match=r"methods must be among .*\['mae'\]"):
-        run_ahm_study({"segmentation": {"methods": ["ahm", "mae"], "target": "lesion"}}, None)
+        settings_from_dict(SegmentationSettings, {**base, "methods": ["ahm", "mae"]})
     with pytest.raises(ValueError, match="target must be one of"):
-        run_ahm_study({"segmentation": {"methods": ["ahm"], "target": "tumour"}}, None)
+        settings_from_dict(SegmentationSettings, {**base, "target": "tumour"})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['fractons'\]"):
+        settings_from_dict(SegmentationSettings, {**base, "fractons": [0.1]})
+    assert set(SEGMENTATION_TARGETS) == set(TARGETS)  # the settings and the loop agree

@@ -48,3 +48,33 @@ def test_a_misspelled_key_names_itself_and_the_valid_ones():
     del data["head"]
     with pytest.raises(ValueError, match="missing key 'head'"):
         settings_from_dict(MimSettings, data)
+
+
+@pytest.mark.parametrize("overrides", [(), ("+experiment=ahm_paper", "data.root=/data/lgg"),
+                                       ("+ablation=policy_transfer", "policy.checkpoint=/p.pt")])
+def test_every_ahm_config_becomes_typed_settings(overrides):
+    from ahm import ahm_settings
+
+    from medmask.train import AhmSettings, PolicySettings
+
+    settings = ahm_settings(_compose("ahm", *overrides), seed=3)
+    assert isinstance(settings, AhmSettings) and isinstance(settings.policy, PolicySettings)
+    assert settings.seed == 3 and settings.ratio == 0.75
+    assert set(settings.segmentation.methods) == {"ahm", "random", "scratch"}
+    assert isinstance(settings.segmentation.optim, OptimizerConfig)
+    options = settings.policy.appo_options()  # exactly what ahm_appo_config takes
+    assert "budget" not in options and "checkpoint" not in options
+    import inspect
+
+    from medmask.rl import ahm_appo_config
+
+    assert set(options) <= set(inspect.signature(ahm_appo_config).parameters)
+
+
+def test_a_misspelled_ahm_key_fails_before_ray_starts():
+    from ahm import ahm_settings
+
+    with pytest.raises(ValueError, match=r"policy: unknown key\(s\) \['random_shar'\]"):
+        ahm_settings(_compose("ahm", "+policy.random_shar=0.2"))
+    with pytest.raises(ValueError, match=r"policy.budget: unknown key\(s\) \['max_update'\]"):
+        ahm_settings(_compose("ahm", "+policy.budget.max_update=3"))

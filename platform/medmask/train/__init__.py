@@ -12,8 +12,8 @@
   with From Scratch, shortcut, Transfer and oracle controls and paired intervals) and
   :func:`run_ahm_study` (reconstruction net, RL policy, AHM
   pretraining, segmentation at several label fractions).
-- Typed, frozen settings at the boundary (:class:`MimSettings`, :class:`PretrainSettings`,
-  ...), built from plain mappings by :func:`settings_from_dict` (unknown keys fail there).
+- Typed, frozen settings at the boundary (:class:`MimSettings`, :class:`AhmSettings`,
+  :class:`PretrainSettings`, ...), built from plain mappings by :func:`settings_from_dict` (unknown keys fail there).
 - The grounding study's classifiers, fitted in-process and cached (:func:`fitted_classifier`,
   :class:`PhantomData`, :class:`FitSettings`, :func:`load_classifier`): the random-mask MAE
   classifier and the two controls of the grounding score.
@@ -21,7 +21,7 @@
   checkpoints, failure recovery); :func:`build_mask_strategy` loads an AHM policy.
 """
 
-from medmask.train._ahm_study import load_reconstruction, run_ahm_study
+from medmask.train._ahm_study import run_ahm_study
 from medmask.train._checkpoint import (
     StageCache,
     code_version,
@@ -52,6 +52,7 @@ from medmask.train._optim import (
 from medmask.train._pretrain import pretrain_loop
 from medmask.train._segment import build_segmenter, score_segmentation, segment_loop
 from medmask.train._settings import (
+    AhmSettings,
     AugmentSettings,
     BaselineSettings,
     ControlSettings,
@@ -62,7 +63,10 @@ from medmask.train._settings import (
     MaskingSettings,
     MimSettings,
     ModelSettings,
+    PolicyBudgetSettings,
+    PolicySettings,
     PretrainSettings,
+    SegmentationSettings,
     StageSettings,
     TransferSettings,
     settings_from_dict,
@@ -71,12 +75,15 @@ from medmask.train._stages import (
     FinetuneOutcome,
     finetune_cell,
     label_fraction_subset,
+    load_reconstruction,
     masking_statistics,
     pretrain_settings,
     reconstruction_baselines,
     reconstruction_gallery,
     run_finetuning,
+    run_policy_training,
     run_pretraining,
+    run_segmentation,
     train_view,
     transfer_report,
 )
@@ -84,6 +91,12 @@ from medmask.train._study import baseline_methods, results_table, run_mim_study
 from medmask.train._trainer import ScalingSettings, build_trainer, steps_per_epoch
 
 __all__ = [
+    "AhmSettings",
+    "PolicyBudgetSettings",
+    "PolicySettings",
+    "SegmentationSettings",
+    "run_policy_training",
+    "run_segmentation",
     "parameter_groups",
     "results_table",
     "reconstruction_baselines",

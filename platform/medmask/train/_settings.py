@@ -208,6 +208,114 @@ class MimSettings:
                                 self.storage_dir, self.method, self.crop, self.recipe)
 
 
+SEGMENTATION_METHODS = ("ahm", "random", "scratch")  # the AHM study's encoders
+SEGMENTATION_TARGETS = ("lesion", "organs")
+
+
+@dataclass(frozen=True)
+class PolicyBudgetSettings:
+    """When policy training stops (:class:`medmask.rl.PolicyBudget`); ``images_per_epoch``
+    None = one pass over the EnvRunners' image pool."""
+
+    max_epochs: int = 200
+    images_per_epoch: int | None = None
+    max_updates: int | None = None
+    max_iterations: int | None = None
+    time_budget_s: float | None = None
+    checkpoint_every: int = 10
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """AHM's masking policy, trained with RLlib APPO (``configs/rl/*.yaml``).
+
+    The fields from ``num_env_runners`` to ``min_time_s_per_iteration`` are the options of
+    :func:`medmask.rl.ahm_appo_config` (see there); ``checkpoint`` reuses a ``policy.pt``
+    trained elsewhere (AHM's transfer study) instead of training; ``eval_images`` and
+    ``pool_images`` cap the held-out diagnostics and the EnvRunners' image pool (None = all).
+    """
+
+    checkpoint: str | None = None
+    num_env_runners: int = 2
+    num_envs_per_env_runner: int = 4
+    num_cpus_per_env_runner: float = 0.5
+    train_batch_size: int = 4
+    lr: float = 3e-4
+    lr_decay: float = 0.9
+    lr_decay_every_epochs: int = 25
+    random_share: float = 0.3
+    credit: str = "myopic"
+    channels: int = 16
+    head_depth: int = 3
+    trunk: str = "conv"
+    entropy_coeff: float = 0.0
+    min_time_s_per_iteration: float = 1.0
+    eval_images: int | None = None
+    pool_images: int | None = None
+    budget: PolicyBudgetSettings = field(default_factory=PolicyBudgetSettings)
+
+    def appo_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`medmask.rl.ahm_appo_config` these settings set."""
+        options = dataclasses.asdict(self)
+        for other in ("checkpoint", "eval_images", "pool_images", "budget"):
+            options.pop(other)
+        return options
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """The AHM study's segmentation fine-tuning (``segmentation`` and ``train.segmentation``).
+
+    Attributes:
+        target: ``lesion`` (binary) or ``organs`` (background, right lung, left lung, heart).
+        fractions: the label fractions, each fine-tuned from every encoder in ``methods``.
+        methods: the encoders: ``ahm``, ``random`` (the reconstruction pretraining) and
+            ``scratch`` (AHM's "Fully Supervised").
+        min_steps: a small label fraction repeats within an epoch up to this many steps.
+    """
+
+    epochs: int
+    batch_size: int
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    target: str = "lesion"
+    fractions: tuple[float, ...] = (1.0,)
+    methods: tuple[str, ...] = SEGMENTATION_METHODS
+    min_steps: int = 0
+    mixed_precision: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in SEGMENTATION_METHODS]
+        if unknown:
+            raise ValueError(f"segmentation.methods must be among {list(SEGMENTATION_METHODS)}, "
+                             f"got {unknown}")
+        if self.target not in SEGMENTATION_TARGETS:
+            raise ValueError(f"segmentation.target must be one of {list(SEGMENTATION_TARGETS)},"
+                             f" got {self.target!r}")
+
+
+@dataclass(frozen=True)
+class AhmSettings:
+    """The AHM study (``experiments/ahm.py``): reconstruction pretraining, the policy, AHM
+    pretraining and segmentation fine-tuning, all at one masking ``ratio`` and ``seed``."""
+
+    study: str
+    seed: int
+    data: Mapping[str, Any]
+    model: ModelSettings
+    ratio: float
+    pretrain: StageSettings
+    policy: PolicySettings
+    segmentation: SegmentationSettings
+    cache_dir: str
+    storage_dir: str
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+
+    def pretraining(self, method: str, masking: MaskingSettings) -> PretrainSettings:
+        """The settings of one of the study's pretraining stages."""
+        return PretrainSettings(self.seed, self.data, self.model, masking, self.pretrain,
+                                self.cache_dir, self.storage_dir, method)
+
+
 def settings_from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Build the frozen dataclass ``cls`` from a plain mapping, recursively.
 

@@ -1,4 +1,5 @@
-"""The public stages of every study: pretraining (cached) and fine-tuning + test.
+"""The public stages of every study: pretraining (cached), fine-tuning + test, and AHM's
+masking policy (cached) and segmentation fine-tuning (cached).
 
 The studies (:func:`~medmask.train.run_mim_study`, :func:`~medmask.train.run_ahm_study`) and
 the sweeps' trials (:mod:`medmask.tune`) call these functions; they build the loop config, fit
@@ -8,19 +9,23 @@ a ``TorchTrainer`` of the one epoch-loop skeleton and log what they did to the s
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from medmask import columns as C
 from medmask.data.splits import label_fraction_subsets
 from medmask.eval import classification_metrics, inpainting_loss, visible_mean_loss
-from medmask.eval.figures import mask_gallery
+from medmask.eval.figures import mask_gallery, policy_figure, reward_curve, segmentation_figure
 from medmask.masking import apply_patch_mask, epoch_masks, num_masked, patch_validity
 from medmask.methods import create_method
 from medmask.models import create_model, load_local_weights
@@ -34,12 +39,20 @@ from medmask.train._checkpoint import (
 from medmask.train._finetune import build_classifier, finetune_loop, predict
 from medmask.train._masks import build_mask_strategy, masking_cache_key
 from medmask.train._pretrain import pretrain_loop
+from medmask.train._segment import (
+    build_segmenter,
+    predict_segmentation,
+    score_segmentation,
+    segment_loop,
+)
 from medmask.train._settings import (
     CropSettings,
     FinetuneSettings,
     HeadSettings,
     ModelSettings,
+    PolicySettings,
     PretrainSettings,
+    SegmentationSettings,
     StageSettings,
     TransferSettings,
 )
@@ -437,3 +450,172 @@ def reconstruction_gallery(settings: PretrainSettings, checkpoint: Path, dataset
     masked = apply_patch_mask(images, model.grid, mask)
     return mask_gallery([images[:, 0].numpy(), masked[:, 0].numpy(),
                          prediction[:, 0].numpy()])
+
+
+# ------------------------------------------------------------------------------------------
+# the AHM stages: the masking policy and segmentation fine-tuning
+
+
+SEGMENT_COLUMNS = (C.IMAGE, C.LESION, C.ORGANS)
+SEGMENT_RESULTS = ("dice", "iou", "ppv", "sensitivity", "hd95", "boundary_iou",
+                   "hd95_nan_count")
+
+
+def load_reconstruction(checkpoint: str) -> torch.nn.Module:
+    """The frozen reconstruction network of a pretraining checkpoint (a picklable factory for
+    remote EnvRunners: ``functools.partial(load_reconstruction, path)``)."""
+    state = load_checkpoint(checkpoint)
+    model = create_model(state["model_name"], **state.get("model_params", {}))
+    model.load_state_dict(state["model"])
+    return model.eval().requires_grad_(False)
+
+
+def dataset_images(dataset: Any, limit: int | None = None, seed: int = 0) -> np.ndarray:
+    """Images of a Ray dataset as float32 [M, H, W], ordered by id; at most ``limit`` of them
+    (a seeded random sample: the policy's image pool need not hold a whole real dataset)."""
+    table = dataset.select_columns([C.ID, C.IMAGE]).to_pandas().sort_values(C.ID)
+    if limit and len(table) > int(limit):
+        table = table.sample(n=int(limit), random_state=seed).sort_values(C.ID)
+    return np.stack(table[C.IMAGE].to_numpy()).astype(np.float32)
+
+
+def policy_cache_key(policy: PolicySettings, ratio: float, seed: int,
+                     reconstruction: PretrainSettings) -> dict[str, Any]:
+    """What determines a trained policy: its settings, the masking ratio, the seed and the
+    reconstruction network's own cache key."""
+    return {"reconstruction": pretrain_settings(reconstruction),
+            "policy": dataclasses.asdict(policy), "ratio": float(ratio), "seed": int(seed)}
+
+
+def run_policy_training(policy: PolicySettings, ratio: float, seed: int, cache_dir: str,
+                        reconstruction_settings: PretrainSettings, reconstruction: Path,
+                        train_images: np.ndarray, heldout: np.ndarray, stage: Any
+                        ) -> tuple[Path, dict[str, float]]:
+    """Train (or reuse the cached) masking policy; returns its cache folder (``policy.pt``,
+    ``history.csv``) and the diagnostics on the held-out images.
+
+    Training checkpoints into ``<entry>.training`` (an interrupted run resumes there); the
+    finished policy is stored atomically (:class:`StageCache`). ``policy.checkpoint`` reuses a
+    policy trained elsewhere (AHM's transfer study) instead of training.
+    """
+    from medmask import rl  # defer: ray.rllib
+
+    cache = StageCache(cache_dir, "policy")
+    key = policy_cache_key(policy, ratio, seed, reconstruction_settings)
+    folder = cache.lookup(key)
+    stage.set_tags({"cache_hit": folder is not None, "cache_key": cache.entry(key).name})
+    if folder is None and policy.checkpoint:
+        stage.set_tags({"policy_source": str(policy.checkpoint)})
+        with cache.build(key) as partial:
+            rl.save_policy(rl.load_policy(policy.checkpoint), partial)
+            pd.DataFrame(columns=["iteration", rl.REWARD, rl.ENV_STEPS]).to_csv(
+                partial / "history.csv", index=False)
+        folder = cache.entry(key)
+    elif folder is None:
+        import envs  # defer: ray.rllib (the environment's registration)
+
+        budget = rl.PolicyBudget(**{**dataclasses.asdict(policy.budget), "images_per_epoch": (
+            policy.budget.images_per_epoch or len(train_images))})  # an epoch = the pool
+        env_config = {"reconstruction": functools.partial(load_reconstruction,
+                                                          str(reconstruction)),
+                      "images": train_images}
+        algo_config = rl.ahm_appo_config(
+            envs.ENV_ID, env_config, mask_ratio=float(ratio),
+            images_per_epoch=budget.images_per_epoch, max_epochs=budget.max_epochs,
+            seed=int(seed), **policy.appo_options())
+        work = cache.entry(key).with_name(cache.entry(key).name + ".training")
+        work.mkdir(parents=True, exist_ok=True)  # a short budget may end before a checkpoint
+        net, history = rl.train_policy(
+            algo_config, budget, checkpoint_dir=work,
+            on_iteration=lambda i, metrics: stage.log_metrics(metrics, step=i))
+        with cache.build(key) as partial:
+            history.to_csv(partial / "history.csv", index=False)
+            rl.save_policy(net, partial)
+        shutil.rmtree(work, ignore_errors=True)  # only needed to resume training
+        folder = cache.entry(key)
+    history = pd.read_csv(folder / "history.csv")
+    net = rl.load_policy(folder)
+    check = rl.policy_diagnostics(
+        net, load_reconstruction(str(reconstruction)), train_images,
+        heldout[:policy.eval_images or len(heldout)], ratio=float(ratio),
+        random_share=policy.random_share, seed=int(seed))
+    stage.log_metrics(check)
+    stage.log_artifact(folder / "policy.pt", "policy")
+    stage.log_table(history, "reward_history.csv")
+    stage.log_figure(reward_curve(history, x=rl.ENV_STEPS, y=rl.REWARD), "reward_curve.png")
+    stage.log_image(policy_figure(net, heldout[:4], float(ratio), policy.random_share),
+                    "ahm_fig8.png")
+    return folder, check
+
+
+def segment_view(dataset: Any) -> Any:
+    """The segmentation columns (image, lesion, organs) a dataset has."""
+    names = set(dataset.schema().names)
+    return dataset.select_columns([c for c in SEGMENT_COLUMNS if c in names])
+
+
+def segmentation_repeats(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    """How many times an epoch passes over a small labelled subset so that training takes at
+    least ``min_steps`` optimizer steps (a fixed step budget: 10% of the labels over the same
+    epochs would train ten times fewer steps and compare under-trained models). Repeating
+    inside an epoch, rather than adding epochs, keeps the per-epoch validation, checkpoint and
+    learning-rate decay (AHM: every 3 epochs) where they are."""
+    total = max(int(epochs), 1) * max(int(steps_per_epoch), 1)
+    return max(1, -(-int(min_steps) // total))
+
+
+def segmentation_cache_key(settings: SegmentationSettings, encoder: dict[str, Any] | None,
+                           fraction: float, model: ModelSettings, data: Any, seed: int
+                           ) -> dict[str, Any]:
+    """What determines a segmentation score: the encoder's pretraining key (None = From
+    Scratch), the fine-tuning settings, the label fraction, the model, the data and the seed."""
+    return {"encoder": encoder, "segmentation": dataclasses.asdict(settings),
+            "fraction": float(fraction), "model": dataclasses.asdict(model), "data": dict(data),
+            "seed": int(seed)}
+
+
+def run_segmentation(settings: SegmentationSettings, model: ModelSettings, seed: int,
+                     cache_dir: str, storage_dir: str, datasets: dict[str, Any], stage: Any,
+                     scaling: ScalingSettings, pretrained: Path | None, fraction: float,
+                     key: dict[str, Any]) -> dict[str, float]:
+    """Fine-tune a U-Net segmenter on a label fraction from ``pretrained`` (None = From
+    Scratch) and score it on the test split; the scores are cached under ``key``
+    (:func:`segmentation_cache_key`)."""
+    cache = StageCache(cache_dir, "segment")
+    cached = cache.lookup(key)
+    stage.set_tags({"cache_hit": cached is not None, "cache_key": cache.entry(key).name})
+    if cached is not None:
+        metrics = json.loads((cached / "metrics.json").read_text())
+        stage.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+        return metrics
+    subset, ids = label_fraction_subset(datasets["train"], fraction, seed)
+    stage.log_dict({"fraction": fraction, "ids": ids}, "label_fraction_ids.json")
+    train = segment_view(subset).materialize()
+    steps = steps_per_epoch(train.count(), settings.batch_size, scaling.num_workers)
+    repeats = segmentation_repeats(settings.epochs, settings.min_steps, steps)
+    if repeats > 1:
+        train = train.union(*[train] * (repeats - 1)).materialize()
+    stage_settings = StageSettings(settings.epochs, settings.batch_size, settings.optim,
+                                   settings.mixed_precision)
+    loop_config = {
+        **stage_loop_config(stage_settings, seed, train.count(), scaling.num_workers, stage),
+        "model": dataclasses.asdict(model), "pretrained": str(pretrained) if pretrained else None,
+        "target": settings.target,
+    }
+    stage.log_metrics({"data/train_images": len(ids), "data/subset_repeats": repeats,
+                       "perf/steps_per_epoch": loop_config["steps_per_epoch"]})
+    trainer = build_trainer(segment_loop, loop_config,
+                            {"train": train, "val": segment_view(datasets["val"])},
+                            scaling=scaling, storage_path=Path(storage_dir),
+                            name=f"segment-{cache.entry(key).name}")
+    segmenter = fit_and_load(trainer, build_segmenter({**loop_config, "pretrained": None}),
+                             "segmentation fine-tuning")
+    images, preds, targets = predict_segmentation(segmenter, segment_view(datasets["test"]),
+                                                  settings.target, 64)
+    metrics = score_segmentation(preds, targets, segmenter.num_classes)
+    stage.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+    stage.log_image(segmentation_figure(images[:4], targets[:4], preds[:4]),
+                    "segmentation_gallery.png")
+    with cache.build(key) as partial:
+        (partial / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
