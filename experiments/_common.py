@@ -48,9 +48,12 @@ def init_ray(cluster: DictConfig, verbose: bool = True, attempts: int = 2) -> No
     """Connect to the cluster (``address``, or ``RAY_ADDRESS`` under ``ray job submit``) or
     start a local Ray.
 
-    ``verbose=False`` routes RLlib's chatter to ``outputs/logs/rllib.log`` in the driver and
-    in every worker (``medmask.console``). A local start that times out (a raylet or the GCS
-    too slow on a loaded machine) is retried ``attempts`` times in all.
+    ``verbose=False`` keeps the workers' output (Ray Train's and Ray Data's per-report lines)
+    in Ray's session log files instead of the console, where each stage shows a progress bar
+    (:class:`medmask.train._trainer.EpochProgress`), and routes RLlib's chatter to
+    ``outputs/logs/rllib.log`` in the driver and in every worker (``medmask.console``).
+    A local start that times out (a raylet or the GCS too slow on a loaded machine) is
+    retried ``attempts`` times in all.
     """
     import ray
 
@@ -63,7 +66,7 @@ def init_ray(cluster: DictConfig, verbose: bool = True, attempts: int = 2) -> No
                                  "medmask.console.quiet_worker_setup"}
     address = cluster.get("address") or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=hook)
+        context = ray.init(address=address, log_to_driver=verbose, runtime_env=hook)
         if not ray.get_runtime_context().runtime_env.get("py_modules"):
             log.warning("this job ships no py_modules: Ray workers import medmask from their "
                         "node's own Python path; on nodes without the repository submit with "
@@ -71,8 +74,9 @@ def init_ray(cluster: DictConfig, verbose: bool = True, attempts: int = 2) -> No
     else:
         for attempt in range(1, attempts + 1):
             try:
-                ray.init(num_cpus=cluster.get("num_cpus"), dashboard_host="127.0.0.1",
-                         runtime_env=hook)
+                context = ray.init(num_cpus=cluster.get("num_cpus"),
+                                   dashboard_host="127.0.0.1", runtime_env=hook,
+                                   log_to_driver=verbose)
                 break
             except Exception as error:  # Ray raises a bare Exception on a startup timeout
                 if "timed out during startup" not in str(error) or attempt == attempts:
@@ -83,8 +87,10 @@ def init_ray(cluster: DictConfig, verbose: bool = True, attempts: int = 2) -> No
     import ray.train  # noqa: F401
 
     path = route_rllib_chatter(verbose)
+    session = context.address_info.get("session_dir") or "the head node's session folder"
     log.info("Ray resources: %s%s", ray.cluster_resources(),
-             "" if verbose else f"; RLlib's log lines go to {path}")
+             "" if verbose else f"; workers' logs in {Path(session) / 'logs'}, RLlib's log lines "
+                                f"in {path} (verbose=true shows both on the console)")
 
 
 def make_tracker(tracking: DictConfig) -> Any:

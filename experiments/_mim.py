@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from _common import ROOT, init_ray, log, make_tracker, scaling_settings, to_dict
+from _common import ROOT, init_ray, make_tracker, scaling_settings, to_dict
 from omegaconf import DictConfig
 
 from medmask.train import MimSettings, run_mim_study, settings_from_dict
@@ -52,7 +52,6 @@ def run(cfg: DictConfig) -> Any:
     table = run_mim_study(settings, tracker)
     text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(
         index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
-    log.info("results:\n%s", text)
     print(text)
     return table
 

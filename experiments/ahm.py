@@ -24,7 +24,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import init_ray, log, make_tracker, scaling_settings, to_dict  # noqa: E402
+from _common import init_ray, make_tracker, scaling_settings, to_dict  # noqa: E402
 
 from medmask.train import AhmSettings, run_ahm_study, settings_from_dict
 
@@ -109,7 +109,6 @@ def main(cfg: DictConfig) -> Any:
         text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(
             index=False, float_format=lambda v: f"{v:.4f}")
         summary = policy_summary(check)
-        log.info("AHM results (test split, seed %d):\n%s\n%s", seed, text, summary)
         print(f"AHM segmentation results (test split, seed {seed})\n{text}\n{summary}")
         tables.append(table.assign(seed=seed))
         checks.append(dict(check))
@@ -119,7 +118,6 @@ def main(cfg: DictConfig) -> Any:
             run.log_table(dice, "dice_over_seeds.csv")
             run.log_metrics({f"{k}/mean": float(np.mean([c[k] for c in checks if k in c]))
                              for k in SEED_METRICS if any(k in c for c in checks)})
-        log.info("AHM %s", text)
         print(f"AHM {text}")
     print(f"MLflow: {tracker.uri} (experiment {tracker.experiment!r})")
     return tables[-1]

@@ -6,6 +6,7 @@ from mlflow.tracking import MlflowClient
 from medmask.preprocess import phantom_dataset
 from medmask.tracking import Tracker
 from medmask.train import ScalingSettings, build_trainer, pretrain_loop, steps_per_epoch, train_view
+from medmask.train._trainer import EpochProgress
 
 TINY_MAE = {"name": "mae_vit_tiny_64",
             "params": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1,
@@ -30,12 +31,14 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_session, tmp_path, mlflow
             "tracking": {"uri": stage.uri, "run_id": stage.run_id},
             "inject_failure": {"epoch": 1, "marker": str(tmp_path / "killed")},
         }
-        trainer = build_trainer(
-            pretrain_loop, config, {"train": train},
-            scaling=ScalingSettings(num_workers=1, max_failures=1),
-            storage_path=tmp_path / "ray", name="resume",
-        )
-        result = trainer.fit()
+        with EpochProgress("pretrain", 3) as progress:  # the driver's bar, fed by rank 0
+            trainer = build_trainer(
+                pretrain_loop, {**config, "progress": progress.queue}, {"train": train},
+                scaling=ScalingSettings(num_workers=1, max_failures=1),
+                storage_path=tmp_path / "ray", name="resume",
+            )
+            result = trainer.fit()
+    assert sorted(set(progress.epochs)) == [0, 1, 2] and progress.bar.n == 3
     assert (tmp_path / "killed").read_text().startswith("killed at epoch 1")
     assert result.error is None and result.checkpoint is not None
     assert result.metrics["charts/epoch"] == 2

@@ -13,7 +13,8 @@
   :func:`run_ahm_study` (reconstruction net, RL policy, AHM
   pretraining, segmentation at several label fractions).
 - Typed, frozen settings at the boundary (:class:`MimSettings`, :class:`AhmSettings`,
-  :class:`PretrainSettings`, ...), built from plain mappings by :func:`settings_from_dict` (unknown keys fail there).
+  :class:`PretrainSettings`, ...), built from plain mappings by :func:`settings_from_dict`
+  (unknown keys fail there).
 - The grounding study's classifiers, fitted in-process and cached (:func:`fitted_classifier`,
   :class:`PhantomData`, :class:`FitSettings`, :func:`load_classifier`): the random-mask MAE
   classifier and the two controls of the grounding score.

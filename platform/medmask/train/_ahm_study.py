@@ -100,7 +100,7 @@ def run_ahm_study(settings: AhmSettings, tracker: Any) -> pd.DataFrame:
                     dataset_images(datasets["test"], policy.eval_images, seed), stage)
                 stage.log_metrics({"perf/wall_s": time.perf_counter() - start})
             study.log_metrics(check)
-            log.info("policy vs random masks on held-out images: %s", check)
+            log.debug("policy vs random masks on held-out images: %s", check)
             ahm_settings = settings.pretraining("ahm", MaskingSettings("ahm", ratio, {
                 "policy_checkpoint": str(folder / "policy.pt"),
                 "random_share": policy.random_share}))

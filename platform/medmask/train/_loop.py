@@ -18,7 +18,9 @@ metric, larger = better: the checkpoint then also carries ``best``, the weights 
 epoch so far, which
 :func:`~medmask.train._trainer.fit_and_load` loads instead of the last epoch's).
 ``device_options`` ({channels_last: None = on CUDA | bool, compile: bool}: set from
-:class:`~medmask.train.ScalingSettings` by ``build_trainer``).
+:class:`~medmask.train.ScalingSettings` by ``build_trainer``), optional ``progress`` (the Ray
+queue of an :class:`~medmask.train._trainer.EpochProgress`: rank 0 puts every finished epoch
+there for the driver's progress bar).
 
 On CUDA the batches come through pinned host memory (Ray Data's ``pin_memory``, prefetched 2
 ahead) and the model's parameters are channels-last; ``mixed_precision`` (the methods' bf16
@@ -91,6 +93,8 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
 
         metrics = train_epoch(batches, batch_loss, optimizer, scheduler, epoch=epoch, what=what)
         metrics["charts/resumed_from_epoch"] = start_epoch
+        if rank == 0 and config.get("progress") is not None:  # the driver's progress bar
+            config["progress"].put_nowait({"epoch": epoch, "loss": metrics.get("train/loss")})
         last = epoch == int(config["epochs"]) - 1
         if not last and (epoch + 1) % every:
             continue  # many short epochs (a small label fraction): report every ``every``

@@ -57,6 +57,7 @@ from medmask.train._settings import (
     TransferSettings,
 )
 from medmask.train._trainer import (
+    EpochProgress,
     ScalingSettings,
     build_trainer,
     fit_and_load,
@@ -179,12 +180,14 @@ def run_pretraining(settings: PretrainSettings, datasets: dict[str, Any], stage:
         "masking": dataclasses.asdict(settings.masking),
         "inject_failure": settings.pretrain.inject_failure,
     }
-    trainer = build_trainer(
-        pretrain_loop, loop_config, {"train": train}, scaling=scaling,
-        storage_path=Path(settings.storage_dir), name=f"pretrain-{cache.entry(key).name}",
-        callbacks=callbacks,
-    )
-    result = trainer.fit()
+    with EpochProgress(f"pretrain {settings.method}/{settings.masking.name}",
+                       settings.pretrain.epochs) as progress:
+        trainer = build_trainer(
+            pretrain_loop, {**loop_config, "progress": progress.queue}, {"train": train},
+            scaling=scaling, storage_path=Path(settings.storage_dir),
+            name=f"pretrain-{cache.entry(key).name}", callbacks=callbacks,
+        )
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"pretraining reported no checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as directory:
@@ -291,13 +294,16 @@ def finetune_cell(settings: FinetuneSettings, datasets: dict[str, Any], stage: A
         }
         if len(rates) > 1:  # one MLflow curve per lr: the stage's run is shared
             loop_config["tracking"] = None
-        trainer = build_trainer(
-            finetune_loop, loop_config, {"train": train, "val": val}, scaling=scaling,
-            storage_path=Path(settings.storage_dir),
-            name=f"finetune-{stage.run_id[:8]}-lr{base_lr:g}", callbacks=callbacks,
-        )
-        model = fit_and_load(trainer, build_classifier({**loop_config, "pretrained": None,
-                                                        "init_weights": None}), "fine-tuning")
+        with EpochProgress(stage.name + (f" lr {base_lr:g}" if len(rates) > 1 else ""),
+                           stage_settings.epochs) as progress:
+            trainer = build_trainer(
+                finetune_loop, {**loop_config, "progress": progress.queue},
+                {"train": train, "val": val}, scaling=scaling,
+                storage_path=Path(settings.storage_dir),
+                name=f"finetune-{stage.run_id[:8]}-lr{base_lr:g}", callbacks=callbacks,
+            )
+            model = fit_and_load(trainer, build_classifier(
+                {**loop_config, "pretrained": None, "init_weights": None}), "fine-tuning")
         score = (selection_score(model, val, head, recipe.select_on) if recipe.select_on
                  else float("nan"))
         grid[float(base_lr)] = score
@@ -604,12 +610,13 @@ def run_segmentation(settings: SegmentationSettings, model: ModelSettings, seed:
     }
     stage.log_metrics({"data/train_images": len(ids), "data/subset_repeats": repeats,
                        "perf/steps_per_epoch": loop_config["steps_per_epoch"]})
-    trainer = build_trainer(segment_loop, loop_config,
-                            {"train": train, "val": segment_view(datasets["val"])},
-                            scaling=scaling, storage_path=Path(storage_dir),
-                            name=f"segment-{cache.entry(key).name}")
-    segmenter = fit_and_load(trainer, build_segmenter({**loop_config, "pretrained": None}),
-                             "segmentation fine-tuning")
+    with EpochProgress(stage.name, settings.epochs) as progress:
+        trainer = build_trainer(segment_loop, {**loop_config, "progress": progress.queue},
+                                {"train": train, "val": segment_view(datasets["val"])},
+                                scaling=scaling, storage_path=Path(storage_dir),
+                                name=f"segment-{cache.entry(key).name}")
+        segmenter = fit_and_load(trainer, build_segmenter({**loop_config, "pretrained": None}),
+                                 "segmentation fine-tuning")
     images, preds, targets = predict_segmentation(segmenter, segment_view(datasets["test"]),
                                                   settings.target, 64)
     metrics = score_segmentation(preds, targets, segmenter.num_classes)

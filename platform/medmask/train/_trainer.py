@@ -6,6 +6,9 @@ built here, so the same loop runs on 1 CPU and on N GPUs by changing :class:`Sca
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +76,69 @@ def build_trainer(
         datasets=dict(datasets),
         dataset_config=ray.train.DataConfig(datasets_to_split=list(split_datasets)),
     )
+
+
+class EpochProgress:
+    """A progress bar on the driver over a Ray Train run's epochs.
+
+    The workers' own output stays in Ray's log files (``experiments/`` start Ray with
+    ``log_to_driver`` off unless ``verbose=true``), so the console shows this bar per stage
+    instead: rank 0 of the loop puts every finished epoch on a Ray queue (the loop config's
+    ``progress``, see :func:`medmask.train.run_epochs`) and a thread on the driver draws it::
+
+        with EpochProgress("pretraining", epochs) as progress:
+            trainer = build_trainer(loop, {**loop_config, "progress": progress.queue}, ...)
+            result = trainer.fit()
+    """
+
+    def __init__(self, desc: str, total: int) -> None:
+        self.desc, self.total = desc, int(total)
+        self.queue: Any = None
+        self.epochs: list[int] = []  # the epochs drawn, in arrival order
+
+    def __enter__(self) -> EpochProgress:
+        from ray.util.queue import Queue  # defer: ray
+        from tqdm.auto import tqdm  # defer: tqdm
+
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self.bar = tqdm(total=self.total, desc=self.desc, unit="epoch", dynamic_ncols=True,
+                        disable=os.environ.get("MEDMASK_PROGRESS") == "0")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+        return self
+
+    def _drain(self) -> None:
+        from ray.util.queue import Empty  # defer: ray
+
+        while not self._stop.is_set():
+            try:
+                self._show(self.queue.get(timeout=0.5))
+            except (Empty, queue.Empty):
+                continue
+            except Exception:  # the queue's actor went away with the run: stop drawing
+                return
+
+    def _show(self, item: dict[str, Any]) -> None:
+        self.epochs.append(int(item["epoch"]))
+        self.bar.n = min(int(item["epoch"]) + 1, self.total)
+        loss = item.get("loss")
+        if loss is not None:
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        self.bar.refresh()
+
+    def __exit__(self, *exc: Any) -> None:
+        import ray  # defer: ray
+
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            for item in self.queue.get_nowait_batch(self.queue.qsize()):
+                self._show(item)
+        except Exception:  # noqa: S110 (the run is over; the bar only loses its last ticks)
+            pass
+        self.bar.close()
+        ray.kill(self.queue.actor)
 
 
 def steps_per_epoch(num_rows: int, batch_size: int, num_workers: int) -> int:
