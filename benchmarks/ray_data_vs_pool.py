@@ -115,9 +115,9 @@ def run_pool(manifest: Any, cpus: int, passes: int) -> list[tuple[float, float]]
 def ray_pass(manifest: Any, cpus: int, reader: str = "manifest", root: str = "") -> int:
     import ray.data
 
-    from medmask.preprocess import build_dataset, manifest_dataset, use_all_cpus
+    from medmask.preprocess import build_dataset, configure_data_context, manifest_dataset
 
-    use_all_cpus()
+    configure_data_context()
     if reader == "manifest":
         source = manifest_dataset(manifest, SIZE, batch_size=BATCH, concurrency=cpus)
     elif reader == "read_images":

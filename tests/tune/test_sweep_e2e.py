@@ -130,6 +130,10 @@ def test_sweep_logs_run_tree_to_server_and_resumes(ray_session, mlflow_server, t
     assert params["masking.name"] == "rgmim" and params["masking.ratio"] == "0.6"
     assert params["pretrain.epochs"] == "1" and params["model.name"] == "mae_vit_tiny_64"
     assert 0.0 <= trial.data.metrics["test/accuracy"] <= 1.0
+    # one metric name across the trial runs, the swept values as params: the UI compares them
+    assert (params["strategy"], params["ratio"]) == ("rgmim", "0.6")
+    assert all("test/accuracy" in r.data.metrics for r in trials.values())
+    assert not [k for k in study.data.metrics if k.startswith("summary/")]
 
     stages = [r for r in by_kind["stage"] if r.data.tags[PARENT_TAG] in
               {t.info.run_id for t in trials.values()}]

@@ -22,7 +22,7 @@ from medmask.preprocess._pipeline import (
     map_stage,
     phantom_dataset,
     pipeline_counts,
-    use_all_cpus,
+    configure_data_context,
 )
 from medmask.preprocess._study import (
     PIPELINE_KEYS,
@@ -53,5 +53,5 @@ __all__ = [
     "study_counts",
     "study_manifest",
     "study_splits",
-    "use_all_cpus",
+    "configure_data_context",
 ]

@@ -207,19 +207,24 @@ class MaskImages:
 # datasets
 
 
-def use_all_cpus() -> None:
-    """Let one Ray Data operator use every CPU of the cluster.
+def configure_data_context() -> None:
+    """The driver's Ray Data settings, set before a source is created (a dataset keeps the
+    context it was created with).
 
-    Ray Data reserves ``op_resource_reservation_ratio`` (0.5) of the cluster for each
-    operator's minimum share; on a small cluster that caps the fused decode/organs/mask operator
-    at half the CPUs (one task at a time on 2 CPUs: measured 2.8 s for 12 tasks of 0.2 s,
-    1.4 s without the reservation). The pipeline has one heavy operator, so the reservation is
-    turned off for the driver's current ``DataContext`` before a source is created (a dataset
-    keeps the context it was created with).
+    - Every CPU for one operator: Ray Data reserves ``op_resource_reservation_ratio`` (0.5)
+      of the cluster for each operator's minimum share; on a small cluster that caps the fused
+      decode/organs/mask operator at half the CPUs (one task at a time on 2 CPUs: measured
+      2.8 s for 12 tasks of 0.2 s, 1.4 s without the reservation). The pipeline has one heavy
+      operator, so the reservation is off.
+    - Blocks in order (``preserve_order``): without it a materialized dataset holds its
+      blocks in the order the tasks finished, so the same config and seed feed the loops in a
+      different order on every run. Its cost is measured by ``benchmarks/preserve_order.py``.
     """
     import ray.data
 
-    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
+    context = ray.data.DataContext.get_current()
+    context.op_resource_reservation_enabled = False
+    context.execution_options.preserve_order = True
 
 
 def map_stage(dataset: Any, stage: Any, batch_size: int, *, num_cpus: float = 1.0,
@@ -256,7 +261,7 @@ def phantom_dataset(n: int, size: int, seed: int, chunk: int = 32, start: int = 
     if chunk < 1:
         raise ValueError(f"the phantom chunk size must be >= 1, got {chunk}")
     chunks = -(-n // chunk)
-    use_all_cpus()
+    configure_data_context()
     return map_stage(ray.data.range(chunks, override_num_blocks=chunks),
                      GeneratePhantoms(n, size, seed, chunk, start, variant), 1,
                      num_cpus=num_cpus, concurrency=concurrency)
@@ -287,7 +292,7 @@ def manifest_dataset(manifest: pd.DataFrame, size: int, on_bad_image: str = "rai
     blocks = max(1, min(len(table) // batch_size, 64))
     bounds = np.linspace(0, len(table), blocks + 1).astype(int)
     parts = [table.iloc[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-    use_all_cpus()
+    configure_data_context()
     stage = (DecodeSlices.from_manifest(manifest, size, on_bad_image)
              if C.LESION_PATH in manifest.columns else DecodeImages(size, on_bad_image))
     return map_stage(ray.data.from_pandas(parts), stage, batch_size,

@@ -62,6 +62,7 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
     evaluated on rank 0 after every epoch). ``what`` names the loop in error messages.
     """
     torch.manual_seed(int(config["seed"]))
+    torch.use_deterministic_algorithms(True, warn_only=True)  # the same seed, the same run
     quiet_data_progress()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()

@@ -51,6 +51,7 @@ def build_trainer(
     ``loop_config["device_options"]``.
     """
     import ray.train
+    from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
     loop_config = {**loop_config, "device_options": {"channels_last": scaling.channels_last,
@@ -74,7 +75,10 @@ def build_trainer(
             callbacks=list(callbacks),
         ),
         datasets=dict(datasets),
-        dataset_config=ray.train.DataConfig(datasets_to_split=list(split_datasets)),
+        # the shards keep the datasets' order: the same config and seed, the same batches
+        dataset_config=ray.train.DataConfig(datasets_to_split=list(split_datasets),
+                                            execution_options=ExecutionOptions(
+                                                preserve_order=True)),
     )
 
 

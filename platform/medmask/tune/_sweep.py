@@ -235,11 +235,9 @@ def _summarize(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) ->
     study.log_table(trials, TRIALS_CSV)
     study.log_table(summary, SUMMARY_CSV)
     study.log_figure(figure, plot_file)
-    for row in summary.itertuples(index=False):
-        row = row._asdict()
-        x = f"{row[spec.x]:g}" if isinstance(row[spec.x], int | float) else row[spec.x]
-        key = f"summary/{row[spec.group]}/{spec.x}{x}/{spec.metric}_mean"
-        study.log_metrics({key: row[f"{spec.metric}_mean"]})
+    # No per-cell metric names on the study run (each would be a one-bar chart in the UI):
+    # every trial run carries the same ``test/<metric>`` with its swept values as params
+    # (``strategy``, ``ratio``, ...), which the UI's own charts compare across trials.
     import matplotlib.pyplot as plt
 
     plt.close(figure)
