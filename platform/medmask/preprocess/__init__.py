@@ -16,13 +16,13 @@ from medmask.preprocess._pipeline import (
     GeneratePhantoms,
     MaskImages,
     build_dataset,
+    configure_data_context,
     drop_flagged,
     finite_heatmaps,
     manifest_dataset,
     map_stage,
     phantom_dataset,
     pipeline_counts,
-    configure_data_context,
 )
 from medmask.preprocess._study import (
     PIPELINE_KEYS,
