@@ -3,6 +3,8 @@
 - ``medmask/AHMMasking-v0`` (:mod:`envs.ahm_masking`): the AHM masking decision, registered as
   a Gymnasium id (``gym.make`` / ``gym.make_vec``, whose vector entry point batches the reward
   network) and as an RLlib env (``config.environment(ENV_ID, env_config={...})``).
+- :func:`start_reward_server` (:mod:`envs.reward_server`): one shared reward actor (on a GPU
+  when there is one) scoring every EnvRunner's masks in batches.
 """
 
 import gymnasium as gym
@@ -16,6 +18,7 @@ from envs.ahm_masking import (
     ReconstructionReward,
     make_rllib_env,
 )
+from envs.reward_server import RemoteReward, RewardServer, start_reward_server
 
 if ENV_ID not in gym.registry:
     gym.register(
@@ -33,4 +36,7 @@ __all__ = [
     "ImagePool",
     "ReconstructionReward",
     "make_rllib_env",
+    "RemoteReward",
+    "RewardServer",
+    "start_reward_server",
 ]

@@ -192,7 +192,12 @@ class _MaskingCore:
         shard: tuple[int, int] | None = None,
         walk_seed: int = 0,
     ) -> None:
-        self.reward = ReconstructionReward(reconstruction, device)
+        # a callable with a grid (``envs.reward_server.RemoteReward``: the shared reward
+        # actor) is used as it is; a network or a factory is wrapped here
+        self.reward = (reconstruction if isinstance(getattr(reconstruction, "grid", None),
+                                                    PatchGrid)
+                       and not isinstance(reconstruction, torch.nn.Module)
+                       else ReconstructionReward(reconstruction, device))
         self.grid = self.reward.grid
         self.pool = ImagePool(
             images, num_images=num_images, image_size=self.grid.height, data_seed=data_seed

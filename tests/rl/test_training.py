@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
+import ray
 import torch
 
 import envs
@@ -122,12 +124,19 @@ def test_a_learner_error_is_reraised_with_the_iteration() -> None:
 @pytest.mark.e2e
 def test_appo_learns_the_moving_square_with_two_env_runners(ray_session: None, tmp_path) -> None:
     """One real RLlib run, 1 seed, a fixed number of updates: >= 1.5x random and the position
-    oracle at masking the hard patches (r = 0.25, p = 0); then a re-run resumes it."""
+    oracle at masking the hard patches (r = 0.25, p = 0); then a re-run resumes it. The two
+    EnvRunners' rewards come from one shared reward actor (the GPU path's reward server)."""
     train, train_hard = moving_square_images(256, seed=0)
     test, test_hard = moving_square_images(128, seed=100)
     model = SmoothingReconstruction()
+    server = envs.start_reward_server(model)
+    request = server.actor.score.remote  # the server's numbers are the network's own
+    masks = np.random.default_rng(0).random((4, 64)) < 0.25
+    np.testing.assert_allclose(ray.get(request(train[:4, None], masks)),
+                               model(torch.as_tensor(train[:4, None]),
+                                     torch.as_tensor(masks)).patch_loss.numpy(), rtol=1e-6)
     config = ahm_appo_config(
-        envs.ENV_ID, {"reconstruction": model, "images": train},
+        envs.ENV_ID, {"reconstruction": server.client, "images": train},
         num_env_runners=2, num_envs_per_env_runner=8, num_cpus_per_env_runner=0.5,
         train_batch_size=16, lr=3e-3, channels=8, head_depth=1, mask_ratio=0.25,
         random_share=0.0, min_time_s_per_iteration=0.5, images_per_epoch=256, seed=0,
@@ -152,6 +161,10 @@ def test_appo_learns_the_moving_square_with_two_env_runners(ray_session: None, t
     print(f"RLlib moving square: {rates}, {history[UPDATES].iloc[-1]:.0f} updates, "
           f"{len(history)} iterations in {seconds:.0f} s; log rho mean {log_rho}")
     assert history[UPDATES].iloc[-1] >= 20
+    served = server.stats()
+    assert len(set(served["callers"]) - {""}) == 2  # the two EnvRunners (and this check)
+    assert served["forwards"] <= served["calls"]
+    assert served["images"] >= 0.5 * history[ENV_STEPS].iloc[-1]  # every image was served
     assert rates["policy"] >= 1.5 * rates["random"]
     assert rates["policy"] >= 1.5 * rates["position_oracle"]
     assert isinstance(net, MaskingPolicyNet) and not net.training
@@ -167,3 +180,4 @@ def test_appo_learns_the_moving_square_with_two_env_runners(ray_session: None, t
     assert len(resumed) == saved + 2
     steps = resumed[ENV_STEPS].to_numpy()
     assert steps[saved] >= steps[saved - 1] == history[ENV_STEPS].iloc[saved - 1]
+    server.stop()

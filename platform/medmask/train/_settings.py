@@ -210,6 +210,7 @@ class MimSettings:
 
 SEGMENTATION_METHODS = ("ahm", "random", "scratch")  # the AHM study's encoders
 SEGMENTATION_TARGETS = ("lesion", "organs")
+REWARD_SERVER_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,10 @@ class PolicySettings:
     The fields from ``num_env_runners`` to ``min_time_s_per_iteration`` are the options of
     :func:`medmask.rl.ahm_appo_config` (see there); ``checkpoint`` reuses a ``policy.pt``
     trained elsewhere (AHM's transfer study) instead of training; ``eval_images`` and
-    ``pool_images`` cap the held-out diagnostics and the EnvRunners' image pool (None = all).
+    ``pool_images`` cap the held-out diagnostics and the EnvRunners' image pool (None = all);
+    ``reward_server``: ``on`` = one shared reward actor scores every EnvRunner's masks in
+    batches (:func:`envs.start_reward_server`, on a GPU when the cluster has one), ``off`` =
+    each EnvRunner runs its own copy of the network, ``auto`` = on when the cluster has a GPU.
     """
 
     checkpoint: str | None = None
@@ -252,12 +256,18 @@ class PolicySettings:
     min_time_s_per_iteration: float = 1.0
     eval_images: int | None = None
     pool_images: int | None = None
+    reward_server: str = "auto"
     budget: PolicyBudgetSettings = field(default_factory=PolicyBudgetSettings)
+
+    def __post_init__(self) -> None:
+        if self.reward_server not in REWARD_SERVER_MODES:
+            raise ValueError(f"policy.reward_server must be one of {list(REWARD_SERVER_MODES)}, "
+                             f"got {self.reward_server!r}")
 
     def appo_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`medmask.rl.ahm_appo_config` these settings set."""
         options = dataclasses.asdict(self)
-        for other in ("checkpoint", "eval_images", "pool_images", "budget"):
+        for other in ("checkpoint", "eval_images", "pool_images", "reward_server", "budget"):
             options.pop(other)
         return options
 

@@ -518,12 +518,19 @@ def run_policy_training(policy: PolicySettings, ratio: float, seed: int, cache_d
                 partial / "history.csv", index=False)
         folder = cache.entry(key)
     elif folder is None:
+        import ray  # defer: ray
+
         import envs  # defer: ray.rllib (the environment's registration)
 
         budget = rl.PolicyBudget(**{**dataclasses.asdict(policy.budget), "images_per_epoch": (
             policy.budget.images_per_epoch or len(train_images))})  # an epoch = the pool
-        env_config = {"reconstruction": functools.partial(load_reconstruction,
-                                                          str(reconstruction)),
+        network = functools.partial(load_reconstruction, str(reconstruction))
+        gpus = ray.cluster_resources().get("GPU", 0)
+        server = (envs.start_reward_server(network, num_gpus=1 if gpus >= 1 else 0)
+                  if policy.reward_server == "on" or (policy.reward_server == "auto"
+                                                      and gpus >= 1) else None)
+        stage.set_tags({"reward_server": server is not None})
+        env_config = {"reconstruction": server.client if server else network,
                       "images": train_images}
         algo_config = rl.ahm_appo_config(
             envs.ENV_ID, env_config, mask_ratio=float(ratio),
@@ -531,9 +538,14 @@ def run_policy_training(policy: PolicySettings, ratio: float, seed: int, cache_d
             seed=int(seed), **policy.appo_options())
         work = cache.entry(key).with_name(cache.entry(key).name + ".training")
         work.mkdir(parents=True, exist_ok=True)  # a short budget may end before a checkpoint
-        net, history = rl.train_policy(
-            algo_config, budget, checkpoint_dir=work,
-            on_iteration=lambda i, metrics: stage.log_metrics(metrics, step=i))
+        try:
+            net, history = rl.train_policy(
+                algo_config, budget, checkpoint_dir=work,
+                on_iteration=lambda i, metrics: stage.log_metrics(metrics, step=i))
+        finally:
+            if server is not None:
+                stage.log_dict(server.stats(), "reward_server.json")
+                server.stop()
         with cache.build(key) as partial:
             history.to_csv(partial / "history.csv", index=False)
             rl.save_policy(net, partial)
