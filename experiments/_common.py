@@ -93,6 +93,18 @@ def init_ray(cluster: DictConfig, verbose: bool = True, attempts: int = 2) -> No
                                 f"in {path} (verbose=true shows both on the console)")
 
 
+def mlflow_summary(tracker: Any, detail: str = "") -> str:
+    """The closing lines of an experiment: where its runs are and how to look at them (the
+    link opens the MLflow UI on its model-training view; see ``Tracker.ui_link``)."""
+    lines = [f"MLflow: {tracker.uri} (experiment {tracker.experiment!r}"
+             + (f", {detail}" if detail else "") + ")"]
+    if not tracker.uri.startswith(("http://", "https://")):
+        lines.append(f"  {Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri "
+                     f"{tracker.uri} --host 127.0.0.1 --port 5000")
+    lines.append(f"  then open {tracker.ui_link()}")
+    return "\n".join(lines)
+
+
 def make_tracker(tracking: DictConfig) -> Any:
     """The MLflow run-tree helper, failing fast before compute if the server is down."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from _common import ROOT, init_ray, make_tracker, scaling_settings, to_dict
+from _common import ROOT, init_ray, make_tracker, mlflow_summary, scaling_settings, to_dict
 from omegaconf import DictConfig
 
 from medmask.train import MimSettings, run_mim_study, settings_from_dict
@@ -53,6 +53,7 @@ def run(cfg: DictConfig) -> Any:
     text = table[[c for c in RESULT_COLUMNS if c in table]].to_string(
         index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
     print(text)
+    print(mlflow_summary(tracker))
     return table
 
 

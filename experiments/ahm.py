@@ -24,7 +24,13 @@ import numpy as np
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import init_ray, make_tracker, scaling_settings, to_dict  # noqa: E402
+from _common import (  # noqa: E402
+    init_ray,
+    make_tracker,
+    mlflow_summary,
+    scaling_settings,
+    to_dict,
+)
 
 from medmask.train import AhmSettings, run_ahm_study, settings_from_dict
 
@@ -119,7 +125,7 @@ def main(cfg: DictConfig) -> Any:
             run.log_metrics({f"{k}/mean": float(np.mean([c[k] for c in checks if k in c]))
                              for k in SEED_METRICS if any(k in c for c in checks)})
         print(f"AHM {text}")
-    print(f"MLflow: {tracker.uri} (experiment {tracker.experiment!r})")
+    print(mlflow_summary(tracker))
     return tables[-1]
 
 

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import init_ray, make_tracker, to_dict  # noqa: E402
+from _common import init_ray, make_tracker, mlflow_summary, to_dict  # noqa: E402
 
 from medmask import columns as C  # noqa: E402
 from medmask.eval import protocol_needs, run_protocol  # noqa: E402
@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> Any:
         table = run_protocol(name, evaluation_batches(cfg, needs), **to_dict(cfg.eval.params))
         study.log_table(table, f"{name}.csv")
     print(f"{name} on {cfg.data.name}\n{table.to_string(index=False)}")
-    print(f"MLflow: {tracker.uri} (experiment {tracker.experiment!r}, run {study.run_id})")
+    print(mlflow_summary(tracker, f"run {study.run_id}"))
     return table
 
 

@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import init_ray, log, make_tracker, to_dict  # noqa: E402
+from _common import init_ray, log, make_tracker, mlflow_summary, to_dict  # noqa: E402
 from _mim import mim_settings  # noqa: E402
 
 from medmask.train import MimSettings, ScalingSettings
@@ -74,10 +74,8 @@ def run(cfg: DictConfig) -> Any:
     )
     where = f" (tracking server {tracker.unreachable_uri} was unreachable)" \
         if tracker.unreachable_uri else ""
-    print(f"MLflow: {tracker.uri}{where}, experiment {tracker.experiment!r}, study run "
-          f"{result.study_run_id}; tables and plot also in {result.path}")
-    if tracker.uri.startswith("sqlite:///"):
-        print(f"  mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1 --port 5000")
+    print(mlflow_summary(tracker, f"study run {result.study_run_id}{where}; tables and plot "
+                                  f"also in {result.path}"))
     return result
 
 

@@ -107,3 +107,13 @@ def test_unreachable_server_fails_fast_or_falls_back(tmp_path, monkeypatch):
     assert MlflowClient(tracker.uri).get_run(study.run_id).data.metrics == {"x": 1.0}
     artifact_uri = MlflowClient(tracker.uri).get_experiment(tracker.experiment_id).artifact_location
     assert artifact_uri == (tmp_path / "mlartifacts" / "x").as_uri()
+
+
+def test_the_ui_link_opens_the_model_training_view(mlflow_uri):
+    """MLflow 3.17's UI opens an experiment in its GenAI view whatever the experiment's tags
+    (checked by hand in Chromium): the link carries ``workflowType=machine_learning``."""
+    tracker = Tracker(mlflow_uri, "ui-link")
+    link = tracker.ui_link()
+    assert link == (f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}"
+                    "?workflowType=machine_learning")
+    assert tracker.ui_link("http://host:8080/").startswith("http://host:8080/#/experiments/")

@@ -295,6 +295,19 @@ class Tracker:
         self.experiment_id = self._experiment_id(experiment, artifact_root)
         self.commit = git_commit()
 
+    def ui_link(self, server: str = "http://127.0.0.1:5000") -> str:
+        """The experiment's page in the MLflow UI, on its model-training view.
+
+        MLflow 3.17's UI opens every experiment in its GenAI view unless the browser last chose
+        "Model training" (a toggle kept in the browser's local storage; the experiment's
+        ``mlflow.experimentKind`` tag is not consulted): the ``workflowType`` parameter of the
+        link selects the model-training view (runs, charts, compare). ``server`` is where
+        ``mlflow ui`` serves a local store; an HTTP tracking URI is its own server.
+        """
+        base = self.uri if self.uri.startswith(("http://", "https://")) else server
+        return (f"{base.rstrip('/')}/#/experiments/{self.experiment_id}"
+                f"?workflowType=machine_learning")
+
     def _experiment_id(self, name: str, artifact_root: str | Path | None) -> str:
         """The experiment's id (created if missing), tagged as a model-training experiment:
         MLflow 3 opens an untagged experiment in its GenAI view, where stage runs are listed
