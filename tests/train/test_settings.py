@@ -78,3 +78,13 @@ def test_a_misspelled_ahm_key_fails_before_ray_starts():
         ahm_settings(_compose("ahm", "+policy.random_shar=0.2"))
     with pytest.raises(ValueError, match=r"policy.budget: unknown key\(s\) \['max_update'\]"):
         ahm_settings(_compose("ahm", "+policy.budget.max_update=3"))
+
+
+def test_bf16_everywhere_survives_the_typed_settings():
+    settings = mim_settings(_compose("mae", "train.pretrain.mixed_precision=bf16",
+                                     "train.finetune.mixed_precision=false"))
+    assert settings.pretrain.mixed_precision == "bf16"  # not True: "bf16" also runs on a CPU
+    assert settings.finetune.mixed_precision is False
+    assert settings.finetuning().finetune.mixed_precision is False
+    with pytest.raises(ValueError, match="mixed_precision must be true, false or 'bf16'"):
+        mim_settings(_compose("mae", "train.pretrain.mixed_precision=fp16"))

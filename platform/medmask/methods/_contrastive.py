@@ -191,7 +191,7 @@ def contrastive_parts(config: Mapping[str, Any], device: torch.device, strategy:
     weight = float(params.get("weight", default_weight))
     model = create_model(config["model"]["name"], **config["model"].get("params", {}))
     seed = int(config["seed"])
-    mixed = bool(config.get("mixed_precision", True))
+    mixed = config.get("mixed_precision", True)  # True, False or "bf16" (any device)
 
     def batch_loss(net: torch.nn.Module, batch: Mapping[str, torch.Tensor],
                    epoch: int) -> tuple[torch.Tensor, int]:
@@ -229,7 +229,7 @@ def multi_region_parts(config: Mapping[str, Any], device: torch.device,
         raise ValueError("multi_region needs the backbone's six regional attention heads: "
                          "model.params.regions=6")
     seed = int(config["seed"])
-    mixed = bool(config.get("mixed_precision", True))
+    mixed = config.get("mixed_precision", True)  # True, False or "bf16" (any device)
 
     def batch_loss(net: torch.nn.Module, batch: Mapping[str, torch.Tensor],
                    epoch: int) -> tuple[torch.Tensor, int]:

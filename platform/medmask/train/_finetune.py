@@ -116,7 +116,7 @@ def predict(model: torch.nn.Module, dataset: Any, batch_size: int, multilabel: b
 def finetune_parts(config: dict[str, Any], device: torch.device) -> LoopParts:
     """The classifier, its classification loss, and validation metrics on ``val``."""
     multilabel = bool(config["head"].get("multilabel", False))
-    mixed = bool(config.get("mixed_precision", True))
+    mixed = config.get("mixed_precision", True)  # True, False or "bf16" (any device)
     recipe = config.get("recipe") or {}
     smoothing = float(recipe.get("label_smoothing", 0.0))
     augment, seed = recipe.get("augment"), int(config["seed"])

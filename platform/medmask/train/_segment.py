@@ -125,7 +125,7 @@ def segment_parts(config: dict[str, Any], device: torch.device) -> LoopParts:
     """The U-Net segmenter, its (B)CE + soft Dice loss, and AHM's metrics on ``val``."""
     target = config["target"]
     outputs = check_target(target)
-    mixed = bool(config.get("mixed_precision", True))
+    mixed = config.get("mixed_precision", True)  # True, False or "bf16" (any device)
 
     def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                    epoch: int) -> tuple[torch.Tensor, int]:

@@ -21,6 +21,13 @@ from medmask.train._trainer import ScalingSettings
 T = TypeVar("T")
 
 
+def check_mixed_precision(value: Any) -> None:
+    """``mixed_precision`` is true (bf16 autocast where CUDA is present), false (fp32) or
+    ``"bf16"`` (bf16 autocast on any device, the CPU included)."""
+    if not (isinstance(value, bool) or value == "bf16"):
+        raise ValueError(f"mixed_precision must be true, false or 'bf16', got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """A registered model (``medmask.models.create_model(name, **params)``)."""
@@ -45,8 +52,11 @@ class StageSettings:
     epochs: int
     batch_size: int
     optim: OptimizerConfig = field(default_factory=OptimizerConfig)
-    mixed_precision: bool = True
+    mixed_precision: bool | str = True  # bf16 autocast on CUDA; "bf16": on any device
     inject_failure: Mapping[str, Any] | None = None  # tests: kill a worker once at an epoch
+
+    def __post_init__(self) -> None:
+        check_mixed_precision(self.mixed_precision)
 
 
 @dataclass(frozen=True)
@@ -291,9 +301,10 @@ class SegmentationSettings:
     fractions: tuple[float, ...] = (1.0,)
     methods: tuple[str, ...] = SEGMENTATION_METHODS
     min_steps: int = 0
-    mixed_precision: bool = True
+    mixed_precision: bool | str = True
 
     def __post_init__(self) -> None:
+        check_mixed_precision(self.mixed_precision)
         unknown = [m for m in self.methods if m not in SEGMENTATION_METHODS]
         if unknown:
             raise ValueError(f"segmentation.methods must be among {list(SEGMENTATION_METHODS)}, "
