@@ -84,7 +84,9 @@ def label_fraction_subset(dataset: Any, fraction: float, seed: int) -> tuple[Any
     keep = set(label_fraction_subsets(table, [fraction], seed=seed)[fraction].tolist())
     if fraction >= 1.0:
         return dataset, sorted(keep)
-    return dataset.filter(lambda row: row[C.ID] in keep).materialize(), sorted(keep)
+    from ray.data.expressions import col  # defer: ray
+
+    return dataset.filter(expr=col(C.ID).is_in(sorted(keep))).materialize(), sorted(keep)
 
 
 def pretraining_images(datasets: dict[str, Any]) -> Any:
