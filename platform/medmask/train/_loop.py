@@ -90,6 +90,8 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
             return parts.batch_loss(model, batch, epoch)
 
         metrics = train_epoch(batches, batch_loss, optimizer, scheduler, epoch=epoch, what=what)
+        if parts.epoch_metrics is not None:
+            metrics.update(parts.epoch_metrics())
         metrics["charts/resumed_from_epoch"] = start_epoch
         last = epoch == int(config["epochs"]) - 1
         if not last and (epoch + 1) % every:
