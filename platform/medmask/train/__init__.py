@@ -63,6 +63,7 @@ from medmask.train._settings import (
     MimSettings,
     ModelSettings,
     PretrainSettings,
+    ProbeSettings,
     StageSettings,
     TransferSettings,
     settings_from_dict,
@@ -72,7 +73,9 @@ from medmask.train._stages import (
     finetune_cell,
     label_fraction_subset,
     masking_statistics,
+    masks_patches,
     pretrain_settings,
+    pretraining_summary,
     reconstruction_baselines,
     reconstruction_gallery,
     run_finetuning,
@@ -84,6 +87,8 @@ from medmask.train._study import baseline_methods, results_table, run_mim_study
 from medmask.train._trainer import ScalingSettings, build_trainer, steps_per_epoch
 
 __all__ = [
+    "masks_patches",
+    "pretraining_summary",
     "parameter_groups",
     "results_table",
     "reconstruction_baselines",
@@ -105,6 +110,7 @@ __all__ = [
     "MimSettings",
     "ModelSettings",
     "PretrainSettings",
+    "ProbeSettings",
     "StageSettings",
     "TransferSettings",
     "OptimizerConfig",
