@@ -90,7 +90,7 @@ class SegAttentionParams:
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> SegAttentionParams:
         """From a method's ``params``; an unknown key lists the valid ones."""
-        valid = {f.name: f.type for f in fields(cls)}
+        valid = {f.name for f in fields(cls)}
         unknown = sorted(set(params) - set(valid))
         if unknown:
             raise ValueError(f"seg_attention params {unknown} unknown; valid: {sorted(valid)}")
