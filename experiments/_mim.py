@@ -14,7 +14,8 @@ from medmask.train import MimSettings, run_mim_study, settings_from_dict
 
 RESULT_COLUMNS = ("method", "mode", "fraction", "seeds", "accuracy", "auc_mean",
                   "diff_vs_scratch", "ci_low", "ci_high", "per_seed_diff", "valid_fraction",
-                  "filled_share", "recon_mse", "inpaint_mse")
+                  "filled_share", "recon_mse", "inpaint_mse", "step_s", "peak_rss_mb",
+                  "probe_auc_best", "convergence_epoch")
 
 
 def mim_settings(cfg: DictConfig) -> MimSettings:
@@ -38,6 +39,7 @@ def mim_settings(cfg: DictConfig) -> MimSettings:
         "recipe": to_dict(cfg.train.recipe) if cfg.train.get("recipe") else {},
         "seeds": list(cfg.get("seeds") or []),
         "controls": to_dict(cfg.controls) if cfg.get("controls") else {},
+        "probe": to_dict(cfg.probe) if cfg.get("probe") else {},
         "cache_dir": str(Path(cfg.cache_dir).resolve()),
         "storage_dir": str(Path(cfg.storage_dir).resolve()),
         "scaling": scaling_settings(cfg.cluster),

@@ -47,3 +47,15 @@ def test_mim_configs_keep_no_method_params():
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         settings = _mim.mim_settings(compose("mae"))
     assert settings.method == "mae" and settings.method_params == {} and settings.crop is None
+
+
+def test_option_5_and_its_control_compose_with_their_models():
+    settings = _settings("method=seg_attention", "model=seg_attention_tiny")
+    assert settings.method == "seg_attention" and settings.model.name == "seg_attention_cnn_tiny"
+    assert settings.method_params["consistency"] == "warped"
+    assert settings.method_params["lung_bce_weight"] == 0.0
+    assert settings.model.params["img_size"] == settings.data["size"]
+    recon = _settings("method=simclr_recon", "model=contrastive_recon_tiny")
+    assert recon.method_params == {"temperature": 0.1, "reconstruction_weight": 0.5}
+    assert recon.model.params["img_size"] == recon.data["size"]
+    assert settings.probe.every == 1  # the convergence probe is on for the contrastive study

@@ -62,3 +62,22 @@ def test_unreachable_server_fails_before_ray_starts(monkeypatch):
     with pytest.raises(TrackingUnavailableError, match=str(port)):
         sweep_experiment.run(cfg)
     assert time.perf_counter() - start < 10
+
+
+def test_seg_guided_ssl_resolves_every_arm_with_one_pretraining_budget():
+    from medmask.models import create_model
+    from medmask.tune import trial_settings
+
+    settings, spec = sweep_experiment.sweep_settings(_compose("sweep=seg_guided_ssl"))
+    assert spec.plot == "bars" and spec.smoke and spec.probe_every == 1
+    assert settings.head.multilabel and settings.head.num_classes == 5  # the findings
+    assert spec.space["seed"] == [0, 1, 2] and spec.space["mode"] == ["linear_probe", "full"]
+    arms = {arm: trial_settings(settings, {"method": arm}, spec.strategies, spec.methods)
+            for arm in spec.space["method"]}
+    assert {a.pretrain for name, a in arms.items() if name != "scratch"} == {settings.pretrain}
+    assert arms["scratch"].pretrain.epochs == 0 and arms["mae"].model.name == "mae_vit_tiny_64"
+    assert arms["seg_crop"].crop is not None and arms["seg_attention"].method_params[
+        "consistency"] == "warped"
+    for arm in ("simclr_recon", "seg_attention", "multi_region"):  # the arms' models build
+        create_model(arms[arm].model.name, **arms[arm].model.params)
+    assert arms["seg_attention"].model.params["img_size"] == settings.data["size"]

@@ -1,6 +1,7 @@
 """One contrastive method through Ray Train: seg_crop (lung crops in both stages, the
-segmentation-guided views) pretrains with run_pretraining and fine-tunes multi-label on the
-phantom findings with run_finetuning (tiny: 32 px, 64 images, 2 + 1 epochs)."""
+segmentation-guided views) pretrains with run_pretraining, with the per-epoch convergence probe
+on, and fine-tunes multi-label on the phantom findings with run_finetuning (tiny: 32 px, 64
+images, 2 + 1 epochs)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from medmask.tracking import Tracker
 from medmask.train import (
     MimSettings,
     load_checkpoint,
+    pretraining_summary,
     run_finetuning,
     run_pretraining,
     settings_from_dict,
@@ -38,6 +40,7 @@ def test_seg_crop_pretrains_and_fine_tunes_on_ray_train(ray_session, tmp_path, m
         "finetune": {"epochs": 1, "batch_size": 32, "mixed_precision": False, "optim": optim},
         "head": {"num_classes": 5, "multilabel": True, "class_names": FINDINGS},
         "cache_dir": str(tmp_path / "cache"), "storage_dir": str(tmp_path / "ray"),
+        "probe": {"every": 1, "images": 64},
     })
     scaling = ScalingSettings(num_workers=1, max_failures=0)
     datasets = {k: v.materialize() for k, v in study_splits(settings.data, 0).items()}
@@ -59,5 +62,12 @@ def test_seg_crop_pretrains_and_fine_tunes_on_ray_train(ray_session, tmp_path, m
     client = mlflow.tracking.MlflowClient(mlflow_uri)
     logged = client.get_run(pretrain_run).data.metrics
     assert logged["data/crop_fallbacks_train"] == 0.0  # phantom lungs are always found
-    assert "train/loss" in logged
+    assert "train/loss" in logged and logged["perf/peak_rss_mb"] > 0
+    history = client.get_metric_history(pretrain_run, "probe/auc_mean")
+    assert [m.step for m in history] == [0, 1]  # probed every epoch
+    assert all(0.0 <= m.value <= 1.0 for m in history)
+    summary = pretraining_summary(checkpoint)
+    assert summary["convergence_epoch"] in (0.0, 1.0)
+    assert summary["probe_auc_best"] == max(m.value for m in history)
+    assert logged["data/crop_fallbacks_probe_fit"] == 0.0  # the probe sees lung crops too
     assert "data/crop_fallbacks_test" in client.get_run(finetune_run).data.metrics

@@ -60,7 +60,7 @@ def test_ahm_trials_take_random_share_and_need_a_policy(tmp_path):
 
 def test_bad_names_list_the_valid_choices(tmp_path):
     base = tiny_settings(tmp_path)
-    with pytest.raises(ValueError, match=r"valid: \['fraction', 'mode', 'patch_size'"):
+    with pytest.raises(ValueError, match=r"valid: \['fraction', 'method', 'mode', 'patch_size'"):
         trial_settings(base, {"lr": 1.0}, STRATEGIES)
     with pytest.raises(ValueError, match=r"configured strategies: \['random', 'rgmim'\]"):
         trial_settings(base, {"strategy": "gaze"}, STRATEGIES)
@@ -130,3 +130,34 @@ def test_pretrain_lock_serializes_trials_sharing_a_pretraining(tmp_path):
     for thread in threads:
         thread.join()
     assert events in (["a+", "a-", "b+", "b-"], ["b+", "b-", "a+", "a-"])
+
+
+METHOD_ARMS = {
+    "simclr": {"model": {"name": "contrastive_cnn_tiny", "params": {}},
+               "params": {"temperature": 0.1}},
+    "seg_crop": {"model": {"name": "contrastive_cnn_tiny"}, "crop": {"padding": 20}},
+    "mae": {"masking": {"name": "random", "ratio": 0.75}},
+    "scratch": {"method": "simclr", "model": {"name": "contrastive_cnn_tiny"},
+                "pretrain_epochs": 0},
+}
+
+
+def test_method_arms_set_method_model_masking_crop_and_from_scratch(tmp_path):
+    base = tiny_settings(tmp_path)
+    simclr = trial_settings(base, {"method": "simclr", "mode": "full"}, STRATEGIES, METHOD_ARMS)
+    assert simclr.method == "simclr" and simclr.method_params == {"temperature": 0.1}
+    assert simclr.model.name == "contrastive_cnn_tiny" and simclr.crop is None
+    crop = trial_settings(base, {"method": "seg_crop"}, STRATEGIES, METHOD_ARMS)
+    assert crop.crop is not None and crop.crop.padding == 20 and crop.method == "seg_crop"
+    mae = trial_settings(base, {"method": "mae"}, STRATEGIES, METHOD_ARMS)
+    assert mae.model == base.model and mae.masking.ratio == 0.75 and mae.method == "mae"
+    scratch = trial_settings(base, {"method": "scratch", "seed": 1}, STRATEGIES, METHOD_ARMS)
+    assert scratch.pretrain.epochs == 0 and scratch.method == "simclr"
+    assert trial_values(scratch)["method"] == "scratch" and trial_values(simclr)["method"] == (
+        "simclr")
+    assert trial_name(scratch, ["method", "seed"]) == "scratch-frac100-s1"
+    assert trial_name(simclr, ["method", "mode"]) == "simclr-frac100-mfull-s0"
+    with pytest.raises(ValueError, match=r"configured arms: \['mae', 'scratch'"):
+        trial_settings(base, {"method": "byol"}, STRATEGIES, METHOD_ARMS)
+    with pytest.raises(ValueError, match="unknown key"):
+        SweepSpec(name="x", space={"method": ["simclr"]}, methods={"simclr": {"epochs": 0}})

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from medmask.tune import metric_plot, pivot_text, summary_table
+from medmask.tune._summary import comparison_bars, comparison_table, comparison_text
 
 
 def _trials() -> pd.DataFrame:
@@ -39,3 +40,41 @@ def test_plot_has_one_line_per_strategy(tmp_path):
     assert axis.get_xlabel() == "ratio"
     figure.savefig(tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def _method_trials() -> pd.DataFrame:
+    """simclr: AUC 0.6 / 0.7 (seeds 0, 1), step 1.0 s, 1000 MB; seg_attention: +0.1, 1.3 s,
+    1100 MB; linear_probe and full modes (full = +0.05)."""
+    rows = []
+    for method, offset, step, rss in (("simclr", 0.0, 1.0, 1000.0),
+                                      ("seg_attention", 0.1, 1.3, 1100.0)):
+        for mode, extra in (("linear_probe", 0.0), ("full", 0.05)):
+            for seed in (0, 1):
+                rows.append({"method": method, "mode": mode, "seed": seed,
+                             "auc_mean": 0.6 + offset + extra + 0.1 * seed, "step_s": step,
+                             "peak_rss_mb": rss, "convergence_epoch": 2.0 + seed})
+    return pd.DataFrame(rows)
+
+
+def test_the_comparison_has_gains_and_costs_against_the_baseline():
+    table = comparison_table(_method_trials(), "method", "mode", "auc_mean", "simclr")
+    row = table.set_index("method").loc["seg_attention"]
+    assert row["auc_mean linear_probe"] == pytest.approx(0.75)
+    assert row["auc_mean linear_probe std"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
+    assert row["gain linear_probe"] == pytest.approx(0.1) and row["gain full"] == pytest.approx(0.1)
+    assert row["step_s vs simclr %"] == pytest.approx(30.0)
+    assert row["peak_rss_mb vs simclr %"] == pytest.approx(10.0)
+    assert row["convergence_epoch"] == pytest.approx(2.5) and row["seeds full"] == 2
+    assert table.set_index("method").loc["simclr", "gain full"] == 0.0
+    assert comparison_text(table, "method", smoke=True).startswith("SMOKE RUN")
+    with pytest.raises(ValueError, match="baseline 'byol'"):
+        comparison_table(_method_trials(), "method", "mode", "auc_mean", "byol")
+
+
+def test_the_bar_plot_has_one_bar_per_method_and_mode(tmp_path):
+    summary = summary_table(_method_trials(), "method", "mode", ["auc_mean"])
+    figure = comparison_bars(summary, "method", "mode", "auc_mean", title="smoke")
+    axis = figure.axes[0]
+    assert len(axis.patches) == 4
+    assert [t.get_text() for t in axis.get_yticklabels()] == ["seg_attention", "simclr"]
+    figure.savefig(tmp_path / "bars.png")

@@ -32,11 +32,15 @@ class LoopParts:
             prepared (possibly DDP-wrapped) module.
         validate: optional ``(model, val_shard, batch_size, device) -> metrics`` run on rank 0
             after every epoch (logged as ``val/<name>``).
+        epoch_metrics: optional ``() -> metrics`` called after every epoch's steps: what
+            ``batch_loss`` measured since the last call (logged as named, e.g.
+            ``train/seg_mask_dice``).
     """
 
     model: torch.nn.Module
     batch_loss: BatchLoss
     validate: Validate | None = None
+    epoch_metrics: Callable[[], Mapping[str, float]] | None = None
 
 
 @dataclass(frozen=True)

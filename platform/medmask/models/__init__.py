@@ -10,7 +10,9 @@ Public API:
   ``mae_vit_base_224``), :class:`UNet` (``unet_tiny``, ``unet``), :class:`UNetSegmenter`
   (``unet_tiny_seg``, ``unet_seg``, :func:`from_pretrained_unet`).
 - :class:`ContrastiveCNN` (``contrastive_cnn``, ``contrastive_cnn_tiny``): the guide's 5-stage
-  CNN with a SimCLR projection head, for the contrastive methods.
+  CNN with a SimCLR projection head, for the contrastive methods; :class:`SegAttentionCNN`
+  (``seg_attention_cnn``, ``seg_attention_cnn_tiny``): the same stages with option 5's spatial
+  attention, segmentation branch, score-conditioned head and decoder.
 - :class:`CLIPEncoder` (``clip_local``, :func:`load_clip`): an open_clip model (BiomedCLIP)
   from a local folder, ``encode(images)`` and ``encode_text(texts)``; open_clip is imported
   only when one is loaded.
@@ -21,7 +23,14 @@ Public API:
   ``"bf16"``), :func:`use_channels_last` (channels-last parameters on CUDA).
 """
 
-from medmask.models import _classifier, _clip, _contrastive, _mae, _unet  # noqa: F401
+from medmask.models import (  # noqa: F401  (fill the registry)
+    _classifier,
+    _clip,
+    _contrastive,
+    _mae,
+    _seg_attention,
+    _unet,
+)
 from medmask.models._batch import BF16_EVERYWHERE, autocast, images_nchw, use_channels_last
 from medmask.models._classifier import (
     EncoderClassifier,
@@ -40,6 +49,7 @@ from medmask.models._interface import (
 )
 from medmask.models._mae import MaskedAutoencoderViT
 from medmask.models._registry import create_model, is_model, list_models, register_model
+from medmask.models._seg_attention import SegAttentionCNN, SegAttentionOutput
 from medmask.models._unet import UNet, UNetBody, UNetSegmenter, from_pretrained_unet
 
 __all__ = [
@@ -51,6 +61,8 @@ __all__ = [
     "MaskedAutoencoderViT",
     "MaskedReconstructionModel",
     "ReconstructionOutput",
+    "SegAttentionCNN",
+    "SegAttentionOutput",
     "TimmEncoder",
     "UNet",
     "UNetBody",

@@ -13,6 +13,11 @@ per region r a 1x1 convolution gives attention logits over stage 5's feature map
 the region by adding ``log`` of the region's coverage of each cell (area-downsampled mask), a
 softmax over positions, and the attention-weighted mean of the features is projected by the
 shared head: ``model(images, region_masks) -> (projections [B, P], regional [B, R, P])``.
+
+A decoder (``img_size`` > 0; the reconstruction control ``simclr_recon`` and option 5) maps the
+512-d feature back to the image, the guide's ``Decoder(feat_dim=512, img_size=224)`` (given by
+its signature only; :class:`ImageDecoder`): ``model(images, reconstruct=n) -> (projections,
+reconstruction of the first n images)``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,47 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
+class ImageDecoder(nn.Module):
+    """A 512-d feature -> an image: ``Linear(512 -> 512 x (S/32)^2)``, five (nearest 2x
+    upsampling, 3 x 3 conv, BN, ReLU) blocks through the stage channels in reverse (512, 512,
+    256, 128, 64, 64 at width 1), a 1 x 1 conv to the image channels and a sigmoid ([0, 1]).
+
+    Args:
+        channels: the encoder's five stage channels.
+        out_chans: image channels.
+        img_size: the reconstructed side S, a multiple of 32.
+    """
+
+    def __init__(self, channels: tuple[int, ...], out_chans: int, img_size: int) -> None:
+        super().__init__()
+        if img_size < 32 or img_size % 32:
+            raise ValueError(f"the decoder doubles an (img_size / 32)-square grid five times: "
+                             f"img_size must be a multiple of 32, got {img_size!r}")
+        c1, c2, c3, c4, c5 = channels
+        self.img_size, self.start = img_size, img_size // 32
+        self.linear = nn.Linear(c5, c5 * self.start ** 2)
+        blocks: list[nn.Module] = []
+        for c_in, c_out in zip((c5, c5, c4, c3, c2), (c5, c4, c3, c2, c1), strict=True):
+            blocks += [nn.Upsample(scale_factor=2, mode="nearest"), *_conv_bn_relu(c_in, c_out)]
+        self.body = nn.Sequential(*blocks, nn.Conv2d(c1, out_chans, 1), nn.Sigmoid())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Features [n, C5] -> images [n, out_chans, img_size, img_size]."""
+        return self.body(self.linear(features).view(len(features), -1, self.start, self.start))
+
+
+def check_decodable(images: torch.Tensor, decoder: ImageDecoder | None) -> ImageDecoder:
+    """The decoder, after checking there is one and that it reconstructs ``images``' size."""
+    if decoder is None:
+        raise ValueError("this model has no decoder: build it with img_size=<the data size> "
+                         "(+model.params.img_size=64)")
+    side = decoder.img_size
+    if tuple(images.shape[-2:]) != (side, side):
+        raise ValueError(f"the decoder reconstructs {side}-px images, got "
+                         f"{tuple(images.shape[-2:])}: set model.params.img_size to the data size")
+    return decoder
+
+
 class ContrastiveCNN(nn.Module):
     """Five-stage CNN encoder + projection head: ``model(images) -> projections [B, P]``.
 
@@ -43,10 +89,11 @@ class ContrastiveCNN(nn.Module):
         proj_hidden: hidden width of the projection head (None: the feature width).
         proj_dim: output width of the projection head (the guide's 256).
         regions: regional attention heads (option 2: 6; 0 = none).
+        img_size: the side a decoder reconstructs (the reconstruction control; 0 = none).
     """
 
     def __init__(self, in_chans: int = 1, width: float = 1.0, proj_hidden: int | None = None,
-                 proj_dim: int = 256, regions: int = 0) -> None:
+                 proj_dim: int = 256, regions: int = 0, img_size: int = 0) -> None:
         super().__init__()
         if width <= 0 or proj_dim < 1:
             raise ValueError(f"ContrastiveCNN needs width > 0 and proj_dim >= 1, got "
@@ -70,6 +117,7 @@ class ContrastiveCNN(nn.Module):
         self.regions = int(regions)
         self.region_attention = (nn.Conv2d(self.embed_dim, self.regions, 1) if self.regions
                                  else None)
+        self.decoder = ImageDecoder(self.channels, in_chans, img_size) if img_size else None
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """Stage 5's feature map [B, embed_dim, h, w] (before the global pooling)."""
@@ -97,10 +145,17 @@ class ContrastiveCNN(nn.Module):
                              f"{tuple(images.shape)}")
         return self.stages(images)
 
-    def forward(self, images: torch.Tensor, region_masks: torch.Tensor | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, region_masks: torch.Tensor | None = None,
+                reconstruct: int = 0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Images [B, C, H, W] -> projections [B, proj_dim] (the NT-Xent input); with region
-        masks [B, R, H, W] also the regional projections [B, R, proj_dim]."""
+        masks [B, R, H, W] also the regional projections [B, R, proj_dim]; with
+        ``reconstruct`` = n > 0 also the decoder's images of the first n inputs."""
+        if reconstruct:
+            if region_masks is not None:
+                raise ValueError("ContrastiveCNN reconstructs or pools regions, not both")
+            decoder = check_decodable(images, self.decoder)
+            features = self.encode(images)
+            return self.projection(features), decoder(features[:reconstruct])
         if region_masks is None:
             return self.projection(self.encode(images))
         features = self.feature_map(images)
@@ -109,11 +164,12 @@ class ContrastiveCNN(nn.Module):
         return self.projection(pooled), regional
 
     def decoder_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters ``encode`` does not use (the projection head, the regional attention):
-        frozen in fine-tuning."""
+        """Parameters ``encode`` does not use (the projection head, the regional attention, the
+        decoder): frozen in fine-tuning."""
         yield from self.projection.parameters()
-        if self.region_attention is not None:
-            yield from self.region_attention.parameters()
+        for extra in (self.region_attention, self.decoder):
+            if extra is not None:
+                yield from extra.parameters()
 
 
 _FULL: dict[str, Any] = {"in_chans": 1, "width": 1.0, "proj_dim": 256}

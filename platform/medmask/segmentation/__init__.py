@@ -3,7 +3,8 @@
 Pure numpy/OpenCV/torch: no Ray, no MLflow, no file I/O. Options of the guide:
 1 lungs (:func:`segment_lungs`), 2 regions (:func:`multi_region_segmentation`),
 3 pathology (:func:`enhanced_lung_segmentation`), 4 crop and augmentation
-(:func:`segmentation_guided_crop`, :func:`context_augment`).
+(:func:`segmentation_guided_crop`, :func:`context_augment`); 5's masks compared across
+views (:func:`warp_between_views`).
 """
 
 from medmask.segmentation._augment import (
@@ -16,6 +17,7 @@ from medmask.segmentation._augment import (
     keyed_augment_params,
     sample_augment_params,
     swap_lungs,
+    warp_between_views,
 )
 from medmask.segmentation._crop import CropResult, lung_boxes, segmentation_guided_crop
 from medmask.segmentation._lungs import (
@@ -58,4 +60,5 @@ __all__ = [
     "segment_pathology",
     "segmentation_guided_crop",
     "swap_lungs",
+    "warp_between_views",
 ]

@@ -150,6 +150,33 @@ def affine_matrices(angle_deg: torch.Tensor, flip: torch.Tensor, height: int,
     return theta
 
 
+def warp_between_views(maps: torch.Tensor, source: AugmentParams, target: AugmentParams
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps [B, C, h, w] laid on the ``source`` views, resampled into the ``target`` views'
+    frame (the same images augmented by ``target``), and the overlap bool [B, 1, h, w].
+
+    A view is ``view(p) = image(T p)`` (:func:`affine_matrices`, normalized coordinates, no
+    translation), so the source map seen from the target frame is ``map(T_src^-1 T_tgt p)``
+    (bilinear, zeros outside); the overlap holds where both ``T_tgt p`` (the target pixel shows
+    the image) and ``T_src^-1 T_tgt p`` (the source view shows that point) lie inside [-1, 1]^2.
+    Works at any resolution of the maps: the matrices depend on the aspect ratio only.
+    """
+    if maps.ndim != 4:
+        raise ValueError(f"warp_between_views takes maps [B, C, h, w], got {tuple(maps.shape)}")
+    b, _, h, w = maps.shape
+    t_src = affine_matrices(source.angle_deg, source.flip, h, w)[:, :, :2].to(maps.device)
+    t_tgt = affine_matrices(target.angle_deg, target.flip, h, w)[:, :, :2].to(maps.device)
+    zero = torch.zeros(b, 2, 1, dtype=torch.float64, device=maps.device)
+    composed = torch.cat([torch.linalg.solve(t_src, t_tgt), zero], dim=2)
+    grid = F.affine_grid(composed.to(maps.dtype), [b, 1, h, w], align_corners=False)
+    shown = F.affine_grid(torch.cat([t_tgt, zero], dim=2).to(maps.dtype), [b, 1, h, w],
+                          align_corners=False)
+    warped = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)
+    overlap = (grid.abs() <= 1).all(-1) & (shown.abs() <= 1).all(-1)
+    return warped, overlap[:, None]
+
+
 def swap_lungs(organs: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Swap right/left lung codes (1 <-> 2) of organ maps [B, H, W] where ``flip`` [B]."""
     f = flip.to(organs.device)[:, None, None]

@@ -17,6 +17,9 @@ this many epochs and at the last one; default 1), optional ``select_on`` (a vali
 metric, larger = better: the checkpoint then also carries ``best``, the weights of the best
 epoch so far, which
 :func:`~medmask.train._trainer.fit_and_load` loads instead of the last epoch's).
+optional ``probe`` ({every, l2}: the convergence probe of :mod:`medmask.train._probe` on
+rank 0 every ``every`` epochs and at the last, reading the ``probe_fit`` / ``probe_score``
+datasets; 0 or absent = off).
 ``device_options`` ({channels_last: None = on CUDA | bool, compile: bool}: set from
 :class:`~medmask.train.ScalingSettings` by ``build_trainer``), optional ``progress`` (the Ray
 queue of an :class:`~medmask.train._trainer.EpochProgress`: rank 0 puts every finished epoch
@@ -51,6 +54,7 @@ from medmask.train._loop_utils import (
     train_epoch,
     unwrap,
 )
+from medmask.train._probe import EpochProbe
 
 BuildParts = Callable[[dict[str, Any], torch.device], LoopParts]
 
@@ -81,6 +85,7 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
     logger = EpochLogger(config.get("tracking"), rank)
     shuffle = int(config.get("shuffle_buffer") or 0)
     every = max(1, int(config.get("report_every") or 1))
+    probe = EpochProbe(config.get("probe"), rank, int(config["epochs"]))
     for epoch in range(start_epoch, int(config["epochs"])):
         maybe_fail(config.get("inject_failure"), epoch)
         model.train()
@@ -93,6 +98,9 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
             return parts.batch_loss(model, batch, epoch)
 
         metrics = train_epoch(batches, batch_loss, optimizer, scheduler, epoch=epoch, what=what)
+        if parts.epoch_metrics is not None:
+            metrics.update(parts.epoch_metrics())
+        metrics.update(probe(unwrap(model), epoch, device))
         metrics["charts/resumed_from_epoch"] = start_epoch
         if rank == 0 and config.get("progress") is not None:  # the driver's progress bar
             config["progress"].put_nowait({"epoch": epoch, "loss": metrics.get("train/loss")})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -62,7 +63,17 @@ class StepTimer:
             # time per epoch with the report and checkpoint between them
             "perf/epoch_end_unix_s": time.time(),
             "perf/torch_threads": torch.get_num_threads(),
+            **peak_memory(),
         }
+
+
+def peak_memory() -> dict[str, float]:
+    """``perf/peak_rss_mb``: this process's peak resident memory so far (Linux ``ru_maxrss``,
+    KiB), and ``perf/peak_gpu_mb`` (torch's peak allocation) where CUDA is in use."""
+    out = {"perf/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["perf/peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
 
 def train_epoch(
@@ -80,8 +91,8 @@ def train_epoch(
 
     Returns ``charts/epoch``, the epoch's ``train/loss`` (mean over steps), ``train/lr`` (the
     largest group's, i.e. the head's under layer-wise decay),
-    ``train/steps`` and the
-    :class:`StepTimer` summary (images/s, share of time waiting for data).
+    ``train/steps``, ``perf/step_s`` (wall time per optimizer step) and the
+    :class:`StepTimer` summary (images/s, share of time waiting for data, peak memory).
     """
     import math
 
@@ -102,6 +113,7 @@ def train_epoch(
     return {"charts/epoch": epoch, "train/loss": total / max(steps, 1),
             "train/lr": max(group["lr"] for group in optimizer.param_groups),
             "train/steps": steps,
+            "perf/step_s": (timer.data_s + timer.compute_s) / max(steps, 1),
             **timer.summary()}
 
 

@@ -132,6 +132,20 @@ class FinetuneRecipe:
 
 
 @dataclass(frozen=True)
+class ProbeSettings:
+    """The per-epoch convergence probe of pretraining (:mod:`medmask.train._probe`): a linear
+    probe of the frozen ``encode`` features on the multi-label findings, every ``every``
+    epochs and at the last (0 = off), on at most ``images`` labelled images (the training
+    split's first ``images // 2`` fitted, the validation split's first ``images // 2``
+    scored), L2 weight ``l2``. Part of the pretraining cache key (the entry keeps the curve's
+    summary)."""
+
+    every: int = 0
+    images: int = 1024
+    l2: float = 1e-3
+
+
+@dataclass(frozen=True)
 class PretrainSettings:
     """Everything a pretraining stage needs (and what its cache key is made of)."""
 
@@ -145,6 +159,7 @@ class PretrainSettings:
     method: str = "mae"
     method_params: Mapping[str, Any] = field(default_factory=dict)  # e.g. temperature, weight
     crop: CropSettings | None = None
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
 
 
 @dataclass(frozen=True)
@@ -201,6 +216,7 @@ class MimSettings:
     recipe: FinetuneRecipe = field(default_factory=FinetuneRecipe)
     seeds: tuple[int, ...] = ()  # the study's seed axis; empty = (seed,)
     controls: ControlSettings = field(default_factory=ControlSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
 
     def seed_axis(self) -> tuple[int, ...]:
         """The seeds the study runs (every method seeded the same way at each)."""
@@ -210,7 +226,7 @@ class MimSettings:
         """The settings of this study's pretraining stage."""
         return PretrainSettings(self.seed, self.data, self.model, self.masking, self.pretrain,
                                 self.cache_dir, self.storage_dir, self.method,
-                                self.method_params, self.crop)
+                                self.method_params, self.crop, self.probe)
 
     def finetuning(self) -> FinetuneSettings:
         """The settings of this study's fine-tuning stages."""

@@ -39,6 +39,7 @@ from medmask.train._checkpoint import (
 from medmask.train._finetune import build_classifier, finetune_loop, predict
 from medmask.train._masks import build_mask_strategy, masking_cache_key
 from medmask.train._pretrain import pretrain_loop
+from medmask.train._probe import PROBE_FIT, PROBE_SCORE
 from medmask.train._segment import (
     build_segmenter,
     predict_segmentation,
@@ -67,6 +68,11 @@ from medmask.train._trainer import (
 log = logging.getLogger(__name__)
 
 TRAIN_COLUMNS = (C.IMAGE, C.IMAGE_KEY, C.ORGANS, C.LESION, C.LABEL, C.LABELS)
+PRETRAIN_SUMMARY = "pretrain_summary.json"  # beside a cached checkpoint: its last report
+SUMMARY_METRICS = {"perf/step_s": "step_s", "perf/peak_rss_mb": "peak_rss_mb",
+                   "perf/peak_gpu_mb": "peak_gpu_mb", "probe/auc_mean": "probe_auc_last",
+                   "probe/best_auc_mean": "probe_auc_best",
+                   "probe/convergence_epoch": "convergence_epoch"}
 REPORTS = 24  # validations (and checkpoints) per fine-tuning run, at most about
 
 
@@ -169,8 +175,10 @@ def run_pretraining(settings: PretrainSettings, datasets: dict[str, Any], stage:
         with cache.build(key) as folder:
             write_untrained_checkpoint(settings, folder)
         return cache.entry(key)
-    datasets = lung_cropped({"train": pretraining_images(datasets)}, settings.crop, stage)
-    train = train_view(datasets["train"]).materialize()
+    probe = probe_datasets(datasets, settings) if settings.probe.every else {}
+    datasets = lung_cropped({"train": pretraining_images(datasets), **probe}, settings.crop,
+                            stage)
+    train = train_view(datasets.pop("train")).materialize()
     stage.log_metrics({"data/pretrain_images": float(train.count())})
     loop_config = {
         **stage_loop_config(settings.pretrain, settings.seed, train.count(),
@@ -181,12 +189,16 @@ def run_pretraining(settings: PretrainSettings, datasets: dict[str, Any], stage:
         "model": dataclasses.asdict(settings.model),
         "masking": dataclasses.asdict(settings.masking),
         "inject_failure": settings.pretrain.inject_failure,
+        "probe": dataclasses.asdict(settings.probe),
     }
+    probe_views = {k: v.select_columns([C.IMAGE, C.LABELS]).materialize()
+                   for k, v in datasets.items()}
     with EpochProgress(f"pretrain {settings.method}/{settings.masking.name}",
                        settings.pretrain.epochs) as progress:
         trainer = build_trainer(
-            pretrain_loop, {**loop_config, "progress": progress.queue}, {"train": train},
-            scaling=scaling, storage_path=Path(settings.storage_dir),
+            pretrain_loop, {**loop_config, "progress": progress.queue},
+            {"train": train, **probe_views}, scaling=scaling,
+            storage_path=Path(settings.storage_dir),
             name=f"pretrain-{cache.entry(key).name}", callbacks=callbacks,
         )
         result = trainer.fit()
@@ -194,7 +206,34 @@ def run_pretraining(settings: PretrainSettings, datasets: dict[str, Any], stage:
         raise RuntimeError(f"pretraining reported no checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as directory:
         entry = cache.store(key, directory)
+    summary = {name: float(result.metrics[k]) for k, name in SUMMARY_METRICS.items()
+               if k in result.metrics}
+    (entry / PRETRAIN_SUMMARY).write_text(json.dumps(summary))
     return entry
+
+
+def masks_patches(method: str) -> bool:
+    """Whether ``method`` is masked image modeling (it draws patch masks; a reconstruction
+    gallery and the inpainting baselines apply to it)."""
+    return create_method(method).uses_masks
+
+
+def probe_datasets(datasets: dict[str, Any], settings: PretrainSettings) -> dict[str, Any]:
+    """The convergence probe's images: the training split's first ``images // 2`` (fitted)
+    and the validation split's first ``images // 2`` (scored), with their findings."""
+    if C.LABELS not in datasets["train"].schema().names:
+        raise ValueError("the convergence probe reads the multi-label findings (the 'labels' "
+                         "column: head=findings); set probe.every=0 for this dataset")
+    half = max(1, settings.probe.images // 2)
+    return {PROBE_FIT: datasets["train"].limit(half), PROBE_SCORE: datasets["val"].limit(half)}
+
+
+def pretraining_summary(checkpoint: Path) -> dict[str, float]:
+    """What a pretraining run's last report said, by :data:`SUMMARY_METRICS`' short names
+    (step time, peak memory, the probe's last and best mean AUC and convergence epoch); {} for
+    entries written without it (0 epochs)."""
+    path = Path(checkpoint) / PRETRAIN_SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 @dataclass(frozen=True)

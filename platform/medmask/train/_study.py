@@ -41,6 +41,7 @@ from medmask.train._stages import (
     finetune_cell,
     label_fraction_subset,
     log_masking_statistics,
+    pretraining_summary,
     reconstruction_baselines,
     reconstruction_gallery,
     run_pretraining,
@@ -153,7 +154,7 @@ def pretrain_stage(settings: MimSettings, datasets: dict[str, Any], tracker: Any
         start = time.perf_counter()
         checkpoint = run_pretraining(pretraining, datasets, stage, settings.scaling)
         stage.log_metrics({"perf/wall_s": time.perf_counter() - start})
-        extra: dict[str, float] = {}
+        extra: dict[str, float] = dict(pretraining_summary(checkpoint))
         if masks:
             extra.update(log_masking_statistics(pretraining, datasets["train"], stage))
             baselines = reconstruction_baselines(pretraining, checkpoint, datasets["val"])
@@ -203,7 +204,8 @@ def shortcut_cell(settings: MimSettings, datasets: dict[str, Any], trial: Any,
 
 RESULT_METRICS = ("accuracy", "macro_f1", "auc_mean")
 EXTRA_COLUMNS = ("valid_fraction", "filled_share", "region_fully_masked", "recon_mse",
-                 "inpaint_mse", "visible_mean_mse")
+                 "inpaint_mse", "visible_mean_mse", "step_s", "peak_rss_mb", "peak_gpu_mb",
+                 "probe_auc_best", "convergence_epoch")
 
 
 def results_table(cells: Sequence[Cell]) -> pd.DataFrame:

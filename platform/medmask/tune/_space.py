@@ -17,7 +17,13 @@ from typing import Any
 
 from medmask.masking import MASK_STRATEGIES, strategy_requires
 from medmask.tracking import run_name
-from medmask.train import MimSettings
+from medmask.train import (
+    CropSettings,
+    MaskingSettings,
+    MimSettings,
+    ModelSettings,
+    settings_from_dict,
+)
 
 # sweep parameter -> what it sets in the settings
 SWEEP_PARAMS: dict[str, str] = {
@@ -28,7 +34,11 @@ SWEEP_PARAMS: dict[str, str] = {
     "random_share": "masking.params.random_share (AHM's p, Table V; strategy ahm only)",
     "patch_size": "model.params.patch_size",
     "seed": "seed",
+    "method": "method with its params, model, masking and crop (sweep.methods.<arm>; an arm "
+              "with pretrain_epochs: 0 fine-tunes the untrained model: From Scratch)",
 }
+METHOD_ARM_KEYS = ("method", "params", "model", "masking", "crop", "pretrain_epochs")
+SCRATCH = "scratch"
 SEARCH_KINDS = ("grid", "random")
 AHM = "ahm"
 
@@ -62,6 +72,14 @@ class SweepSpec:
         x: the summary's x axis (a column of the trial table, e.g. ``ratio``).
         group: one plot line per value of this column (e.g. ``strategy``).
         scheduler: optional early stopping (ASHA).
+        methods: arm name -> ``{method, params, model, masking, crop, pretrain_epochs}`` (a
+            swept ``method`` takes these; ``method`` defaults to the arm's name).
+        plot: ``line`` (metric vs x, one line per group) or ``bars`` (the guide's comparison
+            summary: mean metric per group, one bar per x, std error bars).
+        smoke: label the table and plot a smoke run (tiny models).
+        baseline: the ``group`` value the bars sweep's comparison table is relative to.
+        probe_every: the convergence probe of every trial's pretraining every this many
+            epochs (the base ``probe.every`` when None; needs multi-label findings).
     """
 
     name: str
@@ -73,8 +91,20 @@ class SweepSpec:
     x: str = "ratio"
     group: str = "strategy"
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    plot: str = "line"
+    smoke: bool = False
+    baseline: str = "simclr"
+    probe_every: int | None = None
 
     def __post_init__(self) -> None:
+        if self.plot not in ("line", "bars"):
+            raise ValueError(f"sweep.plot must be 'line' or 'bars', got {self.plot!r}")
+        for arm, entry in self.methods.items():
+            unknown = sorted(set(entry) - set(METHOD_ARM_KEYS))
+            if unknown:
+                raise ValueError(f"sweep.methods.{arm}: unknown key(s) {unknown}; valid: "
+                                 f"{list(METHOD_ARM_KEYS)}")
         if self.search not in SEARCH_KINDS:
             raise ValueError(f"sweep.search must be one of {SEARCH_KINDS}, got {self.search!r}")
         unknown = sorted(set(self.space) - set(SWEEP_PARAMS))
@@ -101,6 +131,12 @@ class SweepSpec:
             x=str(config.get("x", "ratio")),
             group=str(config.get("group", "strategy")),
             scheduler=SchedulerSpec(**scheduler),
+            methods={k: dict(v or {}) for k, v in (config.get("methods") or {}).items()},
+            plot=str(config.get("plot", "line")),
+            smoke=bool(config.get("smoke", False)),
+            baseline=str(config.get("baseline", "simclr")),
+            probe_every=(None if config.get("probe_every") is None
+                         else int(config["probe_every"])),
         )
 
 
@@ -145,7 +181,8 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def trial_settings(
-    base: MimSettings, params: Mapping[str, Any], strategies: Mapping[str, Any]
+    base: MimSettings, params: Mapping[str, Any], strategies: Mapping[str, Any],
+    methods: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> MimSettings:
     """The base settings with one trial's sweep parameters applied (see :data:`SWEEP_PARAMS`).
 
@@ -177,6 +214,9 @@ def trial_settings(
                                                        "patch_size": int(params["patch_size"])})
     if "seed" in params:
         changes["seed"] = int(params["seed"])
+    if "method" in params:
+        masking, arm_changes = _method_arm(base, str(params["method"]), methods or {}, masking)
+        changes.update(arm_changes)
     if "fraction" in params:
         changes["fractions"] = (float(params["fraction"]),)
     if "mode" in params:
@@ -184,6 +224,28 @@ def trial_settings(
     settings = replace(base, masking=masking, **changes)
     _check_trial(settings)
     return settings
+
+
+def _method_arm(base: MimSettings, arm: str, methods: Mapping[str, Mapping[str, Any]],
+                masking: MaskingSettings) -> tuple[MaskingSettings, dict[str, Any]]:
+    """The masking and the other changes of one ``sweep.methods`` arm."""
+    if arm not in methods:
+        raise ValueError(f"unknown method arm {arm!r} in the sweep; configured arms: "
+                         f"{sorted(methods)} (sweep.methods)")
+    entry = methods[arm]
+    changes: dict[str, Any] = {"method": str(entry.get("method", arm)),
+                               "method_params": dict(entry.get("params") or {})}
+    if entry.get("model"):
+        changes["model"] = settings_from_dict(ModelSettings, entry["model"],
+                                              f"sweep.methods.{arm}.model")
+    if entry.get("masking"):
+        masking = settings_from_dict(MaskingSettings, entry["masking"],
+                                     f"sweep.methods.{arm}.masking")
+    changes["crop"] = (settings_from_dict(CropSettings, entry["crop"], f"sweep.methods.{arm}.crop")
+                       if entry.get("crop") else None)
+    if entry.get("pretrain_epochs") is not None:
+        changes["pretrain"] = replace(base.pretrain, epochs=int(entry["pretrain_epochs"]))
+    return masking, changes
 
 
 def _check_trial(settings: MimSettings) -> None:
@@ -203,6 +265,7 @@ def trial_values(settings: MimSettings) -> dict[str, Any]:
     """The values a trial is compared by (the trial table's columns and the run's tags)."""
     masking = settings.masking
     values = {
+        "method": SCRATCH if settings.pretrain.epochs == 0 else settings.method,
         "strategy": masking.name,
         "ratio": float(masking.ratio),
         "fraction": float(settings.fractions[0]),
@@ -224,6 +287,10 @@ def trial_name(settings: MimSettings, swept: Sequence[str] = ()) -> str:
     """``rgmim-r0.75-frac10-s0``; AHM's p and the patch size join when they are swept."""
 
     values = trial_values(settings)
+    if "method" in swept:
+        mode = {"m": values["mode"]} if "mode" in swept else {}
+        return run_name(values["method"], fraction=values["fraction"], seed=values["seed"],
+                        **mode)
     extra: dict[str, Any] = {}
     if "random_share" in swept:
         extra["p"] = f"{values['random_share']:g}"
@@ -239,5 +306,5 @@ def validate_sweep(base: MimSettings, spec: SweepSpec) -> int:
     """Resolve every grid point before any compute; returns the number of grid points."""
     points = grid_points(spec)
     for point in points:
-        trial_settings(base, point, spec.strategies)
+        trial_settings(base, point, spec.strategies, spec.methods)
     return len(points)

@@ -66,3 +66,86 @@ def metric_plot(summary: pd.DataFrame, group: str, x: str, metric: str, title: s
     axis.legend(title=group)
     figure.tight_layout()
     return figure
+
+
+COST_COLUMNS = ("step_s", "peak_rss_mb", "peak_gpu_mb", "convergence_epoch", "probe_auc_best")
+
+
+def comparison_table(trials: pd.DataFrame, group: str, x: str, metric: str,
+                     baseline: str) -> pd.DataFrame:
+    """The guide's comparison summary with measured numbers: one row per ``group`` value (a
+    method), ``{metric} {x}`` mean and std over seeds per ``x`` value (e.g. fine-tuning mode),
+    the gain over ``baseline`` in points of the metric, the seeds, and the pretraining costs
+    (mean step time and peak memory, with their change relative to ``baseline`` in %, the
+    probe's convergence epoch and best AUC) where the trials carry them.
+
+    Raises:
+        ValueError: when a column is missing or ``baseline`` is not a value of ``group``.
+    """
+    missing = [c for c in (group, x, metric) if c not in trials.columns]
+    if missing:
+        raise ValueError(f"comparison columns {missing} are not in the trial table; columns: "
+                         f"{sorted(trials.columns)}")
+    if baseline not in set(trials[group]):
+        raise ValueError(f"the comparison's baseline {baseline!r} is not a {group}: "
+                         f"{sorted(set(trials[group]))}")
+    rows: dict[str, dict[str, Any]] = {}
+    for (name, value), cells in trials.groupby([group, x], sort=True):
+        row = rows.setdefault(str(name), {group: name})
+        row[f"{metric} {value}"] = float(cells[metric].mean())
+        row[f"{metric} {value} std"] = float(cells[metric].std())
+        row[f"seeds {value}"] = int(cells[metric].notna().sum())
+    for name, cells in trials.groupby(group, sort=True):
+        for column in COST_COLUMNS:
+            if column in cells and cells[column].notna().any():
+                rows[str(name)][column] = float(cells[column].mean())
+    table = pd.DataFrame(list(rows.values()))
+    reference = table.set_index(group).loc[baseline]
+    for value in sorted(set(trials[x])):
+        column = f"{metric} {value}"
+        table[f"gain {value}"] = table[column] - reference[column]
+    for column in ("step_s", "peak_rss_mb", "peak_gpu_mb"):
+        if column in table and np.isfinite(reference.get(column, np.nan)):
+            table[f"{column} vs {baseline} %"] = 100 * (table[column] / reference[column] - 1)
+    return table
+
+
+def comparison_text(table: pd.DataFrame, group: str, smoke: bool) -> str:
+    """The comparison as the guide's "Quick Reference Table": one column per method, one row
+    per aspect; headed a smoke run when the models are tiny."""
+    shown = table.set_index(group).T
+    text = shown.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-")
+    head = ("SMOKE RUN (tiny models, few steps): not the guide's setting; " if smoke else "")
+    return f"{head}measured comparison (mean over seeds; std rows: sample std)\n{text}"
+
+
+def comparison_bars(summary: pd.DataFrame, group: str, x: str, metric: str,
+                    title: str = "") -> Any:
+    """The guide's "All Options Comparison" as measured: horizontal bars of the mean
+    ``metric`` per ``group`` (one bar per ``x`` value), sample-std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(summary[group].unique(), key=str)
+    values = sorted(summary[x].unique(), key=str)
+    height = 0.8 / max(len(values), 1)
+    figure, axis = plt.subplots(figsize=(7, 0.6 * len(names) * max(len(values), 1) + 1.5),
+                                dpi=100)
+    for k, value in enumerate(values):
+        rows = summary[summary[x] == value].set_index(group).reindex(names)
+        positions = np.arange(len(names)) + k * height
+        axis.barh(positions, rows[f"{metric}_mean"], height=height,
+                  xerr=rows[f"{metric}_std"].fillna(0.0), capsize=3, label=f"{x}={value}")
+        for y, v in zip(positions, rows[f"{metric}_mean"], strict=True):
+            if np.isfinite(v):
+                axis.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    axis.set_yticks(np.arange(len(names)) + height * (len(values) - 1) / 2, names)
+    axis.invert_yaxis()
+    axis.set_xlabel(f"test {metric} (mean ± std over seeds)")
+    axis.set_title(title or f"{metric} per {group}")
+    axis.grid(alpha=0.3, axis="x")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    return figure

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,21 @@ from ray.tune import Callback
 from medmask.tracking import Tracker
 from medmask.train import MimSettings, ScalingSettings
 from medmask.tune._space import SweepSpec, param_space, trial_settings, trial_values, validate_sweep
-from medmask.tune._summary import metric_plot, pivot_text, summary_table
-from medmask.tune._trainable import TRIAL_ID_TAG, sweep_trial
+from medmask.tune._summary import (
+    comparison_bars,
+    comparison_table,
+    comparison_text,
+    metric_plot,
+    pivot_text,
+    summary_table,
+)
+from medmask.tune._trainable import PRETRAIN_SUMMARY_PREFIX, TRIAL_ID_TAG, sweep_trial
 
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "medmask_study.json"
 RESUME_CHOICES = ("auto", "true", "false")
-TRIALS_CSV, SUMMARY_CSV = "trials.csv", "summary.csv"
+TRIALS_CSV, SUMMARY_CSV, COMPARISON_CSV = "trials.csv", "summary.csv", "comparison.csv"
 DEFAULT_TRIAL_RESOURCES = {"CPU": 0, "memory": 256 * 1024**2}  # the trial driver's share
 
 
@@ -96,6 +103,8 @@ def run_sweep(
     """
     from ray import tune
 
+    if spec.probe_every is not None:
+        settings = replace(settings, probe=replace(settings.probe, every=spec.probe_every))
     resume = str(resume).lower()
     if resume not in RESUME_CHOICES:
         raise ValueError(f"resume must be one of {RESUME_CHOICES}, got {resume!r}")
@@ -119,7 +128,7 @@ def run_sweep(
         context = {"uri": tracker.uri, "experiment": tracker.experiment,
                    "study_run_id": study.run_id, "strategies": dict(spec.strategies),
                    "swept": sorted(spec.space), "sweep": spec.name,
-                   "log_checkpoints": log_checkpoints}
+                   "log_checkpoints": log_checkpoints, "methods": dict(spec.methods)}
         trainable = tune.with_resources(
             tune.with_parameters(sweep_trial, base=settings, context=context),
             dict(concurrency.trial_resources or DEFAULT_TRIAL_RESOURCES),
@@ -211,9 +220,12 @@ def trial_table(grid: Any, settings: MimSettings, spec: SweepSpec) -> pd.DataFra
         if result.error is not None or not any(k.startswith("test/") for k in metrics):
             log.warning("trial %s has no test metrics (error: %s)", result.path, result.error)
             continue
-        values = trial_values(trial_settings(settings, result.config, spec.strategies))
+        values = trial_values(trial_settings(settings, result.config, spec.strategies,
+                                             spec.methods))
         tests = {k[len("test/"):]: v for k, v in metrics.items() if k.startswith("test/")}
-        rows.append({"trial": metrics.get("trial_name"), **values, **tests})
+        costs = {k[len(PRETRAIN_SUMMARY_PREFIX):]: v for k, v in metrics.items()
+                 if k.startswith(PRETRAIN_SUMMARY_PREFIX)}
+        rows.append({"trial": metrics.get("trial_name"), **values, **costs, **tests})
     return pd.DataFrame(rows)
 
 
@@ -229,8 +241,14 @@ def _summarize(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) ->
     log.info("sweep %s summary:\n%s", spec.name, text)
     trials.to_csv(path / TRIALS_CSV, index=False)
     summary.to_csv(path / SUMMARY_CSV, index=False)
-    figure = metric_plot(summary, spec.group, spec.x, spec.metric, title=spec.name)
-    plot_file = f"{spec.metric}_vs_{spec.x}.png"
+    title = f"{spec.name} (smoke run: tiny models)" if spec.smoke else spec.name
+    if spec.plot == "bars":
+        figure = comparison_bars(summary, spec.group, spec.x, spec.metric, title=title)
+        plot_file = f"{spec.metric}_by_{spec.group}.png"
+        _log_comparison(trials, spec, path, study)
+    else:
+        figure = metric_plot(summary, spec.group, spec.x, spec.metric, title=title)
+        plot_file = f"{spec.metric}_vs_{spec.x}.png"
     figure.savefig(path / plot_file)
     study.log_table(trials, TRIALS_CSV)
     study.log_table(summary, SUMMARY_CSV)
@@ -242,6 +260,23 @@ def _summarize(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) ->
 
     plt.close(figure)
     return summary
+
+
+def _log_comparison(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) -> None:
+    """The guide-layout comparison (:func:`comparison_table`) against the ``spec.baseline``
+    arm, when the sweep has one: printed, written beside the experiment and logged on the
+    study run."""
+    if spec.baseline not in set(trials[spec.group]):
+        log.warning("sweep %s has no %s arm: no comparison table", spec.name, spec.baseline)
+        return
+    table = comparison_table(trials, spec.group, spec.x, spec.metric, spec.baseline)
+    text = comparison_text(table, spec.group, spec.smoke)
+    print(f"\n{text}\n", flush=True)
+    table.to_csv(path / COMPARISON_CSV, index=False)
+    (path / "comparison.txt").write_text(text + "\n")
+    study.log_table(table, COMPARISON_CSV)
+    study.log_artifact(path / "comparison.txt")
+    study.set_tags({"smoke_run": spec.smoke})
 
 
 def _spec_params(spec: SweepSpec) -> dict[str, Any]:

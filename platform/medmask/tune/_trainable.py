@@ -26,7 +26,9 @@ from medmask.tracking import Tracker, tune_trial_run
 from medmask.train import (
     MimSettings,
     config_hash,
+    masks_patches,
     pretrain_settings,
+    pretraining_summary,
     quiet_data_progress,
     reconstruction_gallery,
     run_finetuning,
@@ -37,6 +39,7 @@ from medmask.tune._space import trial_name, trial_settings, trial_values
 log = logging.getLogger(__name__)
 
 TRIAL_ID_TAG = "ray_trial_id"  # Ray's trial id, a tag only: the run name says what it is
+PRETRAIN_SUMMARY_PREFIX = "pretrain_summary/"  # step time, peak memory, probe convergence
 
 
 class StageReportCallback(TuneReportCallback):
@@ -87,7 +90,7 @@ def sweep_trial(config: dict[str, Any], base: MimSettings, context: dict[str, An
     from ray import tune
 
     quiet_data_progress()
-    settings = trial_settings(base, config, context["strategies"])
+    settings = trial_settings(base, config, context["strategies"], context.get("methods"))
     name = trial_name(settings, context["swept"])
     values = trial_values(settings)
     tracker = Tracker(context["uri"], context["experiment"])
@@ -102,15 +105,19 @@ def sweep_trial(config: dict[str, Any], base: MimSettings, context: dict[str, An
             TRIAL_ID_TAG: trial_id}
     with tune_trial_run(tracker, name, study, params=config, tags=tags) as trial:
         trial.log_params(dataclasses.asdict(settings))
-        metrics = run_trial_stages(settings, tracker, trial, tags,
-                                   log_checkpoints=bool(context.get("log_checkpoints")))
+        metrics, summary = run_trial_stages(settings, tracker, trial, tags,
+                                            log_checkpoints=bool(context.get("log_checkpoints")))
         trial.log_metrics({f"test/{k}": v for k, v in metrics.items()})
-    tune.report({f"test/{k}": v for k, v in metrics.items()} | {"trial_name": name})
+    tune.report({f"test/{k}": v for k, v in metrics.items()}
+                | {f"{PRETRAIN_SUMMARY_PREFIX}{k}": v for k, v in summary.items()}
+                | {"trial_name": name})
 
 
 def run_trial_stages(settings: MimSettings, tracker: Any, trial: Any,
-                     tags: Mapping[str, Any], *, log_checkpoints: bool) -> dict[str, float]:
-    """Pretrain (cached by config hash) and fine-tune + test, as stage runs of ``trial``."""
+                     tags: Mapping[str, Any], *, log_checkpoints: bool
+                     ) -> tuple[dict[str, float], dict[str, float]]:
+    """Pretrain (cached by config hash) and fine-tune + test, as stage runs of ``trial``;
+    returns the test metrics and the pretraining's summary (:func:`pretraining_summary`)."""
 
     scaling, pretraining = settings.scaling, settings.pretraining()
     datasets = {k: v.materialize() for k, v in study_splits(settings.data, settings.seed).items()}
@@ -120,12 +127,14 @@ def run_trial_stages(settings: MimSettings, tracker: Any, trial: Any,
             checkpoint = run_pretraining(pretraining, datasets, stage, scaling,
                                          callbacks=[StageReportCallback("pretrain")])
         stage.log_metrics({"perf/wall_s": time.perf_counter() - start})
-        stage.log_image(reconstruction_gallery(pretraining, checkpoint, datasets["val"]),
-                        "reconstruction_gallery.png")
+        if masks_patches(settings.method) and settings.pretrain.epochs > 0:
+            stage.log_image(reconstruction_gallery(pretraining, checkpoint, datasets["val"]),
+                            "reconstruction_gallery.png")
         if log_checkpoints:
             stage.log_artifact(checkpoint / "checkpoint.pt", "checkpoint")
     fraction, mode = float(settings.fractions[0]), str(settings.modes[0])
     with tracker.stage("finetune", parent=trial,
                        tags={**tags, "fraction": fraction, "mode": mode}) as stage:
-        return run_finetuning(settings.finetuning(), datasets, stage, scaling, checkpoint,
-                              fraction, mode, callbacks=[StageReportCallback("finetune")])
+        metrics = run_finetuning(settings.finetuning(), datasets, stage, scaling, checkpoint,
+                                 fraction, mode, callbacks=[StageReportCallback("finetune")])
+    return metrics, pretraining_summary(checkpoint)
