@@ -62,3 +62,17 @@ def test_unreachable_server_fails_before_ray_starts(monkeypatch):
     with pytest.raises(TrackingUnavailableError, match=str(port)):
         sweep_experiment.run(cfg)
     assert time.perf_counter() - start < 10
+
+
+def test_grounding_sweeps_random_and_rgmim_at_three_seeds_with_ahm_opt_in(tmp_path):
+    settings, spec = sweep_experiment.sweep_settings(_compose("sweep=grounding"))
+    assert spec.trial == "grounding" and spec.metric == "grounding_score"
+    assert dict(spec.space) == {"strategy": ["random", "rgmim"], "seed": [0, 1, 2]}
+    assert spec.grounding["eval"]["seeds"] == [0, 1, 2, 3]
+    assert spec.grounding["finetune"]["epochs"] == 20
+    assert settings.data["variant"] == "classic" and settings.data["n_test"] == 256
+    with pytest.raises(ValueError, match="policy_checkpoint"):
+        sweep_experiment.sweep_settings(_compose("sweep=grounding",
+                                                 "sweep.space.strategy=[random,rgmim,ahm]"))
+    _, masking = sweep_experiment.sweep_settings(_compose())
+    assert masking.trial == "mim" and masking.metric == "accuracy"

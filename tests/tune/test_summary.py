@@ -39,3 +39,18 @@ def test_plot_has_one_line_per_strategy(tmp_path):
     assert axis.get_xlabel() == "ratio"
     figure.savefig(tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_grounding_by_strategy_averages_the_seeds_and_counts_unscored_ones():
+    from medmask.tune._summary import grounding_by_strategy
+
+    trials = pd.DataFrame({
+        "strategy": ["random", "random", "rgmim", "rgmim"], "seed": [1, 0, 0, 1],
+        "units": [[0.2, 0.4], [0.0, 0.1, 0.2], [-0.1, -0.3], []]})
+    table = grounding_by_strategy(trials, "strategy", "units", resamples=200)
+    random_row, rgmim_row = table.to_dict("records")
+    assert random_row["score"] == pytest.approx((0.1 + 0.3) / 2)  # seed 0 first, then seed 1
+    assert random_row["per_seed"] == "+0.100 +0.300" and random_row["seeds"] == 2
+    assert random_row["ci_low"] <= random_row["score"] <= random_row["ci_high"]
+    assert rgmim_row["score"] == pytest.approx(-0.2) and rgmim_row["seeds_without_score"] == 1
+    assert np.isnan(rgmim_row["seed_sd"])

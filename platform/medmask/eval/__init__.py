@@ -39,6 +39,7 @@ from medmask.eval._grounding import (
     GroundingSettings,
     evaluate_grounding,
     grounding_score,
+    image_differences,
     summarize_grounding,
     true_label_probability,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "dice",
     "evaluate_grounding",
     "grounding_score",
+    "image_differences",
     "hd95",
     "iou",
     "list_protocols",

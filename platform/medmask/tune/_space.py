@@ -30,6 +30,9 @@ SWEEP_PARAMS: dict[str, str] = {
     "seed": "seed",
 }
 SEARCH_KINDS = ("grid", "random")
+# what one trial runs: the MIM study's pretrain -> fine-tune -> test, or pretrain -> an
+# in-process classifier -> the grounding protocol (issue 12's sweep=grounding)
+TRIAL_KINDS = ("mim", "grounding")
 AHM = "ahm"
 
 
@@ -62,6 +65,11 @@ class SweepSpec:
         x: the summary's x axis (a column of the trial table, e.g. ``ratio``).
         group: one plot line per value of this column (e.g. ``strategy``).
         scheduler: optional early stopping (ASHA).
+        trial: what a trial runs (:data:`TRIAL_KINDS`): ``mim`` (fine-tune + test metrics)
+            or ``grounding`` (the grounding score of a classifier fine-tuned in-process
+            from the trial's encoder; its metric ``grounding_score``).
+        grounding: for ``trial=grounding``: ``finetune`` (:class:`medmask.train.FitSettings`
+            fields) and ``eval`` (:class:`medmask.eval.GroundingSettings` fields).
     """
 
     name: str
@@ -73,8 +81,15 @@ class SweepSpec:
     x: str = "ratio"
     group: str = "strategy"
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    trial: str = "mim"
+    grounding: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.trial not in TRIAL_KINDS:
+            raise ValueError(f"sweep.trial must be one of {TRIAL_KINDS}, got {self.trial!r}")
+        if self.trial == "grounding" and self.scheduler.name != "fifo":
+            raise ValueError("a grounding sweep reports once per trial: sweep.scheduler.name "
+                             f"must be fifo, got {self.scheduler.name!r}")
         if self.search not in SEARCH_KINDS:
             raise ValueError(f"sweep.search must be one of {SEARCH_KINDS}, got {self.search!r}")
         unknown = sorted(set(self.space) - set(SWEEP_PARAMS))
@@ -101,6 +116,8 @@ class SweepSpec:
             x=str(config.get("x", "ratio")),
             group=str(config.get("group", "strategy")),
             scheduler=SchedulerSpec(**scheduler),
+            trial=str(config.get("trial", "mim")),
+            grounding=dict(config.get("grounding") or {}),
         )
 
 

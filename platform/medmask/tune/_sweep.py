@@ -25,13 +25,15 @@ from medmask.tracking import Tracker
 from medmask.train import MimSettings, ScalingSettings
 from medmask.tune._space import SweepSpec, param_space, trial_settings, trial_values, validate_sweep
 from medmask.tune._summary import metric_plot, pivot_text, summary_table
-from medmask.tune._trainable import TRIAL_ID_TAG, sweep_trial
+from medmask.tune._summary import grounding_by_strategy, grounding_plot
+from medmask.tune._trainable import DIFFERENCES, TRIAL_ID_TAG, sweep_trial
 
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "medmask_study.json"
 RESUME_CHOICES = ("auto", "true", "false")
 TRIALS_CSV, SUMMARY_CSV = "trials.csv", "summary.csv"
+GROUNDING_CSV = "grounding_by_strategy.csv"
 DEFAULT_TRIAL_RESOURCES = {"CPU": 0, "memory": 256 * 1024**2}  # the trial driver's share
 
 
@@ -119,7 +121,8 @@ def run_sweep(
         context = {"uri": tracker.uri, "experiment": tracker.experiment,
                    "study_run_id": study.run_id, "strategies": dict(spec.strategies),
                    "swept": sorted(spec.space), "sweep": spec.name,
-                   "log_checkpoints": log_checkpoints}
+                   "log_checkpoints": log_checkpoints, "trial": spec.trial,
+                   "grounding": dict(spec.grounding)}
         trainable = tune.with_resources(
             tune.with_parameters(sweep_trial, base=settings, context=context),
             dict(concurrency.trial_resources or DEFAULT_TRIAL_RESOURCES),
@@ -213,7 +216,8 @@ def trial_table(grid: Any, settings: MimSettings, spec: SweepSpec) -> pd.DataFra
             continue
         values = trial_values(trial_settings(settings, result.config, spec.strategies))
         tests = {k[len("test/"):]: v for k, v in metrics.items() if k.startswith("test/")}
-        rows.append({"trial": metrics.get("trial_name"), **values, **tests})
+        units = {DIFFERENCES: metrics[DIFFERENCES]} if DIFFERENCES in metrics else {}
+        rows.append({"trial": metrics.get("trial_name"), **values, **tests, **units})
     return pd.DataFrame(rows)
 
 
@@ -221,6 +225,9 @@ def _summarize(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) ->
     if trials.empty:
         log.warning("sweep %s finished no trial: nothing to summarize", spec.name)
         return pd.DataFrame()
+    if DIFFERENCES in trials.columns:  # a grounding sweep: intervals over images and seeds
+        _summarize_grounding(trials, spec, path, study)
+        trials = trials.drop(columns=[DIFFERENCES])
     metrics = [m for m in dict.fromkeys((spec.metric, "accuracy", "auc_mean", "macro_f1"))
                if m in trials.columns]
     summary = summary_table(trials, spec.group, spec.x, metrics)
@@ -244,6 +251,26 @@ def _summarize(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) ->
 
     plt.close(figure)
     return summary
+
+
+def _summarize_grounding(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) -> None:
+    """The grounding score per strategy over its seeds, with a bootstrap interval over the
+    images of every seed (:func:`grounding_by_strategy`), as a table and a plot."""
+    table = grounding_by_strategy(trials, spec.group, DIFFERENCES)
+    print(f"\ngrounding score per {spec.group} (mean over seeds, 95% bootstrap interval over "
+          f"images within each seed):\n{table.to_string(index=False)}\n", flush=True)
+    table.to_csv(path / GROUNDING_CSV, index=False)
+    study.log_table(table, GROUNDING_CSV)
+    figure = grounding_plot(table, spec.group, title=spec.name)
+    study.log_figure(figure, "grounding_by_strategy.png")
+    for row in table.itertuples(index=False):
+        row = row._asdict()
+        study.log_metrics({f"summary/{row[spec.group]}/grounding_score": row["score"],
+                           f"summary/{row[spec.group]}/grounding_ci_low": row["ci_low"],
+                           f"summary/{row[spec.group]}/grounding_ci_high": row["ci_high"]})
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
 
 
 def _spec_params(spec: SweepSpec) -> dict[str, Any]:
