@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from medmask.eval import (
 from medmask.models import CLIPEncoder, load_clip
 from medmask.train._checkpoint import StageCache, code_version
 from medmask.train._grounding import torch_threads
+
+log = logging.getLogger(__name__)
 
 CLIP_CACHE_KIND = "phantom_clip"
 # Where each phantom finding is drawn (medmask.data.phantom), the <zone> of its caption.
@@ -237,6 +240,8 @@ def train_clip(clip: CLIPEncoder, images: torch.Tensor, labels: np.ndarray,
             schedule.step()
             total += float(loss.detach()) * len(rows)
         losses.append(total / len(images))
+        log.info("phantom CLIP epoch %d/%d: contrastive loss %.4f", len(losses),
+                 settings.epochs, losses[-1])
     model.eval()
     return losses
 
