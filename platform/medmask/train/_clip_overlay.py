@@ -130,6 +130,14 @@ class HeadFitSettings:
     weight_decay: float = 1e-4
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        if min(self.lp_epochs, self.jft_epochs, self.batch_size) < 1:
+            raise ValueError(f"lp_epochs, jft_epochs and batch_size must be >= 1, got "
+                             f"{self.lp_epochs}, {self.jft_epochs}, {self.batch_size}")
+        if min(self.lp_lr, self.jft_lr, self.jft_encoder_lr) <= 0:
+            raise ValueError(f"learning rates must be > 0, got lp_lr={self.lp_lr}, "
+                             f"jft_lr={self.jft_lr}, jft_encoder_lr={self.jft_encoder_lr}")
+
 
 def report(labels: np.ndarray, findings: Sequence[str] = C.PHANTOM_FINDINGS) -> list[str]:
     """Each image's templated report: its findings in their zones, or "no acute findings"."""
