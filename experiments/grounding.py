@@ -3,6 +3,8 @@
     python experiments/grounding.py                           # quick default (phantoms)
     python experiments/grounding.py grounding.controls=false  # the MAE classifier only
     python experiments/grounding.py grounding.checkpoint=outputs/cache/grounding_classifier/<h>
+    python experiments/grounding.py grounding.run_id=<MLflow run id>   # its classifier artifact
+    python experiments/grounding.py grounding.checkpoint=mlflow:<run id>/mae-random/classifier
     python experiments/grounding.py eval.params.anatomy=gaze eval.params.gaze_threshold=0.3
 
 With no checkpoint: a random-mask MAE encoder pretrained by the public pretraining stage (Ray
@@ -33,6 +35,7 @@ from _mim import mim_settings  # noqa: E402
 from medmask.eval import GroundingResult, GroundingSettings, evaluate_grounding  # noqa: E402
 from medmask.eval.figures import grounding_figure  # noqa: E402
 from medmask.preprocess import study_splits  # noqa: E402
+from medmask.tracking import MLFLOW_SCHEME  # noqa: E402
 from medmask.train import (  # noqa: E402
     CONTROL_VARIANTS,
     FitSettings,
@@ -43,6 +46,7 @@ from medmask.train import (  # noqa: E402
     torch_threads,
 )
 
+CHECKPOINT_FILE = "checkpoint.pt"
 SCORE_COLUMNS = ("classifier", "variant", "test_accuracy", "score", "ci_low", "ci_high",
                  "qualifying_ratios")
 
@@ -62,12 +66,16 @@ def phantom_data(cfg: DictConfig, variant: str | None = None, n_train: int | Non
 def classifiers(cfg: DictConfig, tracker: Any, study: Any) -> list[dict[str, Any]]:
     """The classifiers to score: a given checkpoint, or the MAE classifier and the controls."""
     g = cfg.grounding
-    if g.checkpoint:
+    reference = checkpoint_reference(cfg)
+    if reference:
         spec = to_dict(g.checkpoint_model) if g.checkpoint_model else None
-        model = load_classifier(str(g.checkpoint), spec)
+        path = (tracker.download_checkpoint(reference, Path(cfg.cache_dir) / "mlflow"
+                                            / reference[len(MLFLOW_SCHEME):].replace("/", "_"))
+                if reference.startswith(MLFLOW_SCHEME) else Path(reference))
+        model = load_classifier(str(path), spec)
         data = phantom_data(cfg, g.checkpoint_variant)
         return [{"classifier": "checkpoint", "model": model, "data": data,
-                 "test_accuracy": float("nan"), "path": str(g.checkpoint), "cache_hit": True}]
+                 "test_accuracy": float("nan"), "path": reference, "cache_hit": True}]
     settings = mim_settings(cfg)
     init_ray(cfg.cluster, verbose=bool(cfg.get("verbose", False)))
     found = []
@@ -88,6 +96,18 @@ def classifiers(cfg: DictConfig, tracker: Any, study: Any) -> list[dict[str, Any
             fitted = fitted_classifier(data, control_fit, cfg.cache_dir)
             found.append(_entry(f"control-{name}", fitted, data, None))
     return found
+
+
+def checkpoint_reference(cfg: DictConfig) -> str | None:
+    """The classifier to score: ``grounding.checkpoint`` (a path, or ``mlflow:<run_id>[/<artifact
+    path>]``) or ``grounding.run_id`` (= ``mlflow:<run_id>``); None: train the defaults."""
+    g = cfg.grounding
+    if g.checkpoint and g.get("run_id"):
+        raise ValueError(f"give grounding.checkpoint ({g.checkpoint!r}) or grounding.run_id "
+                         f"({g.run_id!r}), not both")
+    if g.get("run_id"):
+        return f"{MLFLOW_SCHEME}{g.run_id}"
+    return str(g.checkpoint) if g.checkpoint else None
 
 
 def _entry(name: str, fitted: Any, data: PhantomData, run_id: str | None) -> dict[str, Any]:
@@ -149,6 +169,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             study.log_table(result.per_image, f"{name}/per_image.csv")
             study.log_dict({**result.summary(), "data": dataclasses.asdict(entry["data"]),
                             "classifier_path": entry["path"]}, f"{name}/summary.json")
+            if entry["classifier"] != "checkpoint":  # scored later by mlflow:<run>/<name>
+                study.log_artifact(Path(entry["path"]) / CHECKPOINT_FILE, f"{name}/classifier")
             study.log_figure(grounding_figure(result.table, f"{name} on {entry['data'].variant}"
                                               f" phantoms: score {result.score:+.3f}"),
                              f"{name}/drops_vs_area.png")

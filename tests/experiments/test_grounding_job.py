@@ -62,3 +62,33 @@ def test_non_phantom_data_and_bad_settings_fail_before_compute():
         grounding.phantom_data(_cfg(["data=eyegaze"]))
     with pytest.raises(ValueError, match="at least 4 distinct rectangle seeds"):
         grounding.run(_cfg(["eval.params.seeds=[0,1]"]))
+
+
+def test_a_classifier_is_loaded_from_an_mlflow_run(tmp_path):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import grounding
+
+    from medmask.tracking import Tracker
+
+    data = PhantomData(size=32, n_train=16, n_test=8)
+    fitted = fitted_classifier(data, FitSettings(epochs=1, batch_size=8), tmp_path / "cache")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "medmask")
+    with tracker.study("earlier") as earlier:
+        earlier.log_artifact(fitted.path / "checkpoint.pt", "mae-random/classifier")
+    with tracker.study("empty") as empty:
+        empty.log_dict({"nothing": 1}, "summary.json")
+    common = ["data.size=32", "data.n_test=8", "eval.params.bootstrap=50", f"tracking.uri={uri}",
+              f"cache_dir={tmp_path / 'cache'}"]
+    by_run = grounding.run(_cfg([f"grounding.run_id={earlier.run_id}", *common]))
+    by_path = grounding.run(_cfg([f"grounding.checkpoint=mlflow:{earlier.run_id}/mae-random/"
+                                  "classifier", *common]))
+    local = grounding.run(_cfg([f"grounding.checkpoint={fitted.path}", *common]))
+    assert by_run["score"].tolist() == by_path["score"].tolist() == local["score"].tolist()
+    with pytest.raises(ValueError, match="no MLflow run 'f00'"):
+        grounding.run(_cfg(["grounding.run_id=f00", *common]))
+    with pytest.raises(ValueError, match="exactly one 'checkpoint.pt' artifact.*found none"):
+        grounding.run(_cfg([f"grounding.checkpoint=mlflow:{empty.run_id}", *common]))
+    with pytest.raises(ValueError, match="not both"):
+        grounding.run(_cfg([f"grounding.run_id={earlier.run_id}",
+                            f"grounding.checkpoint={fitted.path}", *common]))

@@ -81,3 +81,17 @@ def test_seg_guided_ssl_resolves_every_arm_with_one_pretraining_budget():
     for arm in ("simclr_recon", "seg_attention", "multi_region"):  # the arms' models build
         create_model(arms[arm].model.name, **arms[arm].model.params)
     assert arms["seg_attention"].model.params["img_size"] == settings.data["size"]
+
+
+def test_grounding_sweeps_random_and_rgmim_at_three_seeds_with_ahm_opt_in(tmp_path):
+    settings, spec = sweep_experiment.sweep_settings(_compose("sweep=grounding"))
+    assert spec.trial == "grounding" and spec.metric == "grounding_score"
+    assert dict(spec.space) == {"strategy": ["random", "rgmim"], "seed": [0, 1, 2]}
+    assert spec.grounding["eval"]["seeds"] == [0, 1, 2, 3]
+    assert spec.grounding["finetune"]["epochs"] == 20
+    assert settings.data["variant"] == "classic" and settings.data["n_test"] == 256
+    with pytest.raises(ValueError, match="policy_checkpoint"):
+        sweep_experiment.sweep_settings(_compose("sweep=grounding",
+                                                 "sweep.space.strategy=[random,rgmim,ahm]"))
+    _, masking = sweep_experiment.sweep_settings(_compose())
+    assert masking.trial == "mim" and masking.metric == "accuracy"

@@ -83,3 +83,13 @@ def test_missing_files_are_named(tmp_path):
         load_clip(tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
         load_clip(tmp_path / "nowhere")
+
+
+def test_a_relative_folder_loads_from_the_working_directory(tmp_path, monkeypatch):
+    from medmask.models import load_clip
+
+    state = _tiny_clip_folder(tmp_path / "clip")
+    monkeypatch.chdir(tmp_path)
+    clip = load_clip("clip")  # open_clip is called from inside the folder: resolved first
+    assert torch.equal(clip.model.state_dict()["visual.conv1.weight"],
+                       state["visual.conv1.weight"])

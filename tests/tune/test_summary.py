@@ -78,3 +78,18 @@ def test_the_bar_plot_has_one_bar_per_method_and_mode(tmp_path):
     assert len(axis.patches) == 4
     assert [t.get_text() for t in axis.get_yticklabels()] == ["seg_attention", "simclr"]
     figure.savefig(tmp_path / "bars.png")
+
+
+def test_grounding_by_strategy_averages_the_seeds_and_counts_unscored_ones():
+    from medmask.tune._summary import grounding_by_strategy
+
+    trials = pd.DataFrame({
+        "strategy": ["random", "random", "rgmim", "rgmim"], "seed": [1, 0, 0, 1],
+        "units": [[0.2, 0.4], [0.0, 0.1, 0.2], [-0.1, -0.3], []]})
+    table = grounding_by_strategy(trials, "strategy", "units", resamples=200)
+    random_row, rgmim_row = table.to_dict("records")
+    assert random_row["score"] == pytest.approx((0.1 + 0.3) / 2)  # seed 0 first, then seed 1
+    assert random_row["per_seed"] == "+0.100 +0.300" and random_row["seeds"] == 2
+    assert random_row["ci_low"] <= random_row["score"] <= random_row["ci_high"]
+    assert rgmim_row["score"] == pytest.approx(-0.2) and rgmim_row["seeds_without_score"] == 1
+    assert np.isnan(rgmim_row["seed_sd"])

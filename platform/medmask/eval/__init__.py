@@ -4,7 +4,9 @@
 - Evaluation protocols: :func:`register_protocol`, :func:`run_protocol`,
   :func:`list_protocols` (``experiments/evaluate.py eval=<name>``); ``masked_area`` reports
   what each inference masking condition really masks; ``grounding`` scores whether a
-  classifier relies on the anatomy (:func:`evaluate_grounding`, :class:`GroundingResult`).
+  classifier relies on the anatomy (:func:`evaluate_grounding`, :class:`GroundingResult`);
+  ``clip_overlay`` scores Table 2's training x test grid of contour overlays on a CLIP
+  (:func:`evaluate_clip_overlay`, :class:`OverlayResult`).
 - Study controls: the shortcut baseline and the inpainting floors of MIM
   (:mod:`._baselines`), paired bootstrap intervals between arms (:mod:`._compare`).
 """
@@ -19,12 +21,26 @@ from medmask.eval._baselines import (
     shortcut_baseline,
     visible_mean_loss,
 )
+from medmask.eval._clip_overlay import (
+    CELLS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OverlayResult,
+    OverlaySettings,
+    clip_inputs,
+    evaluate_clip_overlay,
+    grid_layout,
+    standardized_clip,
+    summarize_clip_overlay,
+    zero_shot_probabilities,
+)
 from medmask.eval._compare import PairedDifference, paired_bootstrap
 from medmask.eval._grounding import (
     GroundingResult,
     GroundingSettings,
     evaluate_grounding,
     grounding_score,
+    image_differences,
     summarize_grounding,
     true_label_probability,
 )
@@ -56,6 +72,17 @@ from medmask.eval.metrics import (
 )
 
 __all__ = [
+    "CELLS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "OverlayResult",
+    "OverlaySettings",
+    "clip_inputs",
+    "evaluate_clip_overlay",
+    "grid_layout",
+    "standardized_clip",
+    "summarize_clip_overlay",
+    "zero_shot_probabilities",
     "SHORTCUT_GRID",
     "visible_mean_loss",
     "shortcut_baseline",
@@ -75,6 +102,7 @@ __all__ = [
     "dice",
     "evaluate_grounding",
     "grounding_score",
+    "image_differences",
     "hd95",
     "iou",
     "list_protocols",

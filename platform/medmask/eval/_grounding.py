@@ -291,13 +291,21 @@ def grounding_score(per_image: pd.DataFrame, qualifying: Sequence[float], bootst
     bootstrap interval over images (NaNs when no ratio qualifies)."""
     if not qualifying:
         return float("nan"), float("nan"), float("nan")
-    rows = per_image[per_image["ratio"].isin(list(qualifying))]
-    drops = rows.pivot_table(index=["image", "ratio"], columns="condition", values="drop")
-    difference = drops["matched_anatomical"] - drops["non_anatomical"]
-    per_image_mean = difference.groupby(level="image").mean().to_numpy(np.float64)
+    per_image_mean = image_differences(per_image, qualifying)
     rng = np.random.default_rng(seed)
     resampled = per_image_mean[rng.integers(0, len(per_image_mean),
                                             (int(bootstrap), len(per_image_mean)))].mean(1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(resampled, [tail, 100 - tail])
     return float(per_image_mean.mean()), float(low), float(high)
+
+
+def image_differences(per_image: pd.DataFrame, qualifying: Sequence[float]) -> np.ndarray:
+    """Per image (in image order), the mean over the qualifying r of drop_match - drop_non:
+    the units the score averages and the bootstrap resamples (empty when none qualifies)."""
+    if not qualifying:
+        return np.zeros(0)
+    rows = per_image[per_image["ratio"].isin(list(qualifying))]
+    drops = rows.pivot_table(index=["image", "ratio"], columns="condition", values="drop")
+    difference = drops["matched_anatomical"] - drops["non_anatomical"]
+    return difference.groupby(level="image").mean().to_numpy(np.float64)

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from medmask import columns as C
+from medmask.eval._clip_overlay import OverlaySettings, evaluate_clip_overlay
 from medmask.eval._grounding import GroundingSettings, evaluate_grounding
 from medmask.masking import create_pixel_masker, pixel_masker_needs
 from medmask.registry import Registry
@@ -104,4 +105,28 @@ def grounding(batches: Iterable[Mapping[str, Any]], *, model: Any = None,
     result = evaluate_grounding(model, batches, settings)
     table = result.table.copy()
     table.attrs.update(result.summary())
+    return table
+
+
+@register_protocol("clip_overlay", needs=(C.ORGANS, C.LABELS))
+def clip_overlay(batches: Iterable[Mapping[str, Any]], *, model: Any = None,
+                 classifiers: Mapping[tuple[str, str], Sequence[Any]] | None = None,
+                 **params: Any) -> pd.DataFrame:
+    """Anatomical contour overlays on a CLIP's inputs (Anatomical Masking as Lightweight
+    Visual Priors, Table 2; :mod:`medmask.eval._clip_overlay` gives the protocol): one row per
+    cell of the training x test grid present (zero-shot with ``model``, a
+    :class:`~medmask.models.CLIPEncoder`; the LP/JFT cells with ``classifiers``
+    ``{(method, train): [model per seed]}``), each reading's mean and interval; ``attrs``
+    hold Table 2's layout, the test-time gains and the baselines. ``params``: the fields of
+    :class:`OverlaySettings` (unknown ones are named)."""
+    settings = OverlaySettings.from_params(**params)
+    if model is None:
+        raise ValueError("the clip_overlay protocol needs a CLIP (model=load_clip(folder)): "
+                         "experiments/clip_overlay.py trains, reuses or loads one")
+    result = evaluate_clip_overlay(model, batches, classifiers, settings)
+    table = result.grid.copy()
+    table.attrs.update({"layout": result.layout().to_dict("records"),
+                        "gains": result.gains.to_dict("records"),
+                        "baselines": result.baselines.to_dict("records"),
+                        "images": result.images})
     return table

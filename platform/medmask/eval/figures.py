@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from medmask import columns as C
+from medmask.eval._clip_overlay import INPUTS, ROWS
 from medmask.masking import apply_patch_mask, create_mask_strategy, inclusion_rate, num_masked
 
 # organ code -> RGB (background black, right lung red, left lung green, heart blue)
@@ -161,6 +162,45 @@ def grounding_figure(table: Any, title: str = "visual grounding") -> Any:
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def overlay_grid_figure(grid: Any, reading: str = "binary",
+                        title: str = "contour overlays (Table 2 layout)") -> Any:
+    """Table 2's grid as a heatmap: rows (method, training data), columns original / overlay
+    test, each cell annotated with its mean and interval (the ``clip_overlay`` protocol's grid:
+    columns method, train, test, ``<reading>_mean``, ``_low``, ``_high``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    rows, tests = ROWS, INPUTS
+    values = np.full((len(rows), len(tests)), np.nan)
+    notes = [["" for _ in tests] for _ in rows]
+    for i, (method, train) in enumerate(rows):
+        for j, test in enumerate(tests):
+            match = grid[(grid["method"] == method) & (grid["test"] == test)
+                         & (grid["train"].isna() if train is None else grid["train"] == train)]
+            if len(match):
+                cell = match.iloc[0]
+                values[i, j] = cell[f"{reading}_mean"]
+                notes[i][j] = (f"{cell[f'{reading}_mean']:.3f}\n[{cell[f'{reading}_low']:.3f}, "
+                               f"{cell[f'{reading}_high']:.3f}]")
+    figure, axis = plt.subplots(figsize=(4.8, 4.6), dpi=120)
+    image = axis.imshow(values, cmap="viridis", aspect="auto")
+    for i in range(len(rows)):
+        for j in range(len(tests)):
+            axis.text(j, i, notes[i][j], ha="center", va="center", fontsize=8,
+                      color="white" if pd.notna(values[i, j]) and values[i, j] < np.nanmean(
+                          values) else "black")
+    axis.set_xticks(range(len(tests)), [f"test {t}" for t in tests])
+    axis.set_yticks(range(len(rows)), [m if t is None else f"{m} / train {t}" for m, t in rows])
+    figure.colorbar(image, ax=axis, label=f"{reading} accuracy")
+    axis.set_title(title, fontsize=9)
     figure.tight_layout()
     plt.close(figure)
     return figure

@@ -59,6 +59,12 @@ class CLIPEncoder(nn.Module):
             model.text_projection.shape[1] if isinstance(model.text_projection, torch.Tensor)
             else model.visual.output_dim)
 
+    def with_statistics(self, mean: Sequence[float], std: Sequence[float]) -> CLIPEncoder:
+        """The same model (shared, not copied) standardizing with other channel statistics
+        (e.g. ImageNet's, as the contour-overlay paper preprocesses)."""
+        return CLIPEncoder(self.model, self.tokenizer, self.image_size, mean,
+                           std).to(self.mean.device)
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] in [0, 1] -> the model's standardized RGB input."""
         if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -123,6 +129,7 @@ def load_clip(folder: str | Path, device: str | torch.device = "cpu") -> CLIPEnc
     access is switched off (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``) unless set.
     """
     root, config, _ = check_clip_folder(folder)
+    root = root.resolve()  # before the chdir below: a relative folder means this directory's
     import open_clip  # defer: open_clip (and transformers, for a Hugging Face text tower)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -130,9 +137,9 @@ def load_clip(folder: str | Path, device: str | torch.device = "cpu") -> CLIPEnc
     # open_clip resolves a relative hf_model_name / hf_tokenizer_name (e.g. ".") against the
     # working directory: load from inside the folder so they mean the folder.
     with contextlib.chdir(root):
-        model = open_clip.create_model(f"local-dir:{root.resolve()}", pretrained_text=False,
+        model = open_clip.create_model(f"local-dir:{root}", pretrained_text=False,
                                        device=device)
-        tokenizer = open_clip.get_tokenizer(f"local-dir:{root.resolve()}")
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{root}")
     pre = config.get("preprocess_cfg", {})
     vision = config["model_cfg"].get("vision_cfg", {})
     size = pre.get("size", vision.get("image_size", 224))

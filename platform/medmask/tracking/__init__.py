@@ -8,6 +8,7 @@ resolved config value, flattened), metrics, images, figures, tables and files;
 
 from medmask.tracking._tracker import (
     KIND_TAG,
+    MLFLOW_SCHEME,
     PARENT_TAG,
     Run,
     Tracker,
@@ -24,6 +25,7 @@ from medmask.tracking._tune import tune_trial_run
 
 __all__ = [
     "KIND_TAG",
+    "MLFLOW_SCHEME",
     "PARENT_TAG",
     "Run",
     "Tracker",

@@ -259,6 +259,10 @@ def log_metrics_to_run(
         client.set_tag(run_id, NONFINITE_NAMES_TAG, ",".join(sorted(names))[:5000])
 
 
+MLFLOW_SCHEME = "mlflow:"  # a model reference: mlflow:<run_id>[/<artifact path>]
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
 class Tracker:
     """Creates the study -> trial -> stage runs of one MLflow experiment.
 
@@ -380,6 +384,50 @@ class Tracker:
     def _running(self, query: str) -> list[str]:
         runs = self.client.search_runs([self.experiment_id], query)
         return [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+
+    def download_checkpoint(self, reference: str, destination: str | Path,
+                            filename: str = CHECKPOINT_FILE) -> Path:
+        """The checkpoint artifact of a run, downloaded into ``destination``; returns its path.
+
+        ``reference``: ``mlflow:<run_id>`` (the run must hold exactly one ``filename``
+        artifact, searched through its artifact folders) or ``mlflow:<run_id>/<artifact
+        path>`` (a file, or a folder holding ``filename``); a bare run id is accepted too.
+
+        Raises:
+            ValueError: an unknown run, no such artifact, or several candidates (named).
+        """
+        from mlflow.exceptions import MlflowException
+
+        body = reference[len(MLFLOW_SCHEME):] if reference.startswith(MLFLOW_SCHEME) else reference
+        run_id, _, artifact = body.partition("/")
+        try:
+            self.client.get_run(run_id)
+        except MlflowException as error:
+            raise ValueError(f"no MLflow run {run_id!r} in {self.uri} (from {reference!r}): "
+                             f"{str(error).splitlines()[0]}") from None
+        candidates = self._artifact_files(run_id, artifact, filename)
+        if len(candidates) != 1:
+            found = "none" if not candidates else ", ".join(candidates)
+            raise ValueError(f"MLflow run {run_id} ({self.uri}) must hold exactly one "
+                             f"{filename!r} artifact under {artifact or 'its root'!r}, found "
+                             f"{found}; name one as mlflow:{run_id}/<artifact path>")
+        local = self.client.download_artifacts(run_id, candidates[0], str(destination))
+        return Path(local)
+
+    def _artifact_files(self, run_id: str, under: str, filename: str) -> list[str]:
+        """Paths of the ``filename`` artifacts at or under ``under`` (or ``under`` itself)."""
+        entries = self.client.list_artifacts(run_id, under or None)
+        if under and not entries:  # a file, not a folder
+            parent = str(Path(under).parent)
+            siblings = self.client.list_artifacts(run_id, None if parent == "." else parent)
+            return [a.path for a in siblings if a.path == under and not a.is_dir]
+        found = []
+        for entry in entries:
+            if entry.is_dir:
+                found += self._artifact_files(run_id, entry.path, filename)
+            elif Path(entry.path).name == filename:
+                found.append(entry.path)
+        return found
 
     def study(self, name: str, **kw: Any) -> Any:
         return self.run(name, kind="study", **kw)

@@ -18,6 +18,8 @@
 - The grounding study's classifiers, fitted in-process and cached (:func:`fitted_classifier`,
   :class:`PhantomData`, :class:`FitSettings`, :func:`load_classifier`): the random-mask MAE
   classifier and the two controls of the grounding score.
+- The contour-overlay study's models (:func:`phantom_clip`: a tiny CLIP trained on phantoms,
+  cached; :func:`grid_classifiers`: Table 2's LP and JFT models), in-process.
 - :func:`build_trainer`, :class:`ScalingSettings`: the ``TorchTrainer`` (scaling,
   checkpoints, failure recovery); :func:`build_mask_strategy` loads an AHM policy.
 """
@@ -29,6 +31,14 @@ from medmask.train._checkpoint import (
     config_hash,
     load_checkpoint,
     save_checkpoint,
+)
+from medmask.train._clip_overlay import (
+    FindingsClassifier,
+    HeadFitSettings,
+    PhantomClipSettings,
+    fit_findings_classifier,
+    grid_classifiers,
+    phantom_clip,
 )
 from medmask.train._finetune import build_classifier, finetune_loop, predict
 from medmask.train._grounding import (
@@ -103,6 +113,12 @@ __all__ = [
     "run_segmentation",
     "masks_patches",
     "pretraining_summary",
+    "FindingsClassifier",
+    "HeadFitSettings",
+    "PhantomClipSettings",
+    "fit_findings_classifier",
+    "grid_classifiers",
+    "phantom_clip",
     "parameter_groups",
     "results_table",
     "reconstruction_baselines",

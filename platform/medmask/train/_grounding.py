@@ -108,10 +108,12 @@ class PhantomData:
         start, n = (0, self.n_train) if name == "train" else (self.n_train, self.n_test)
         return phantom.generate(n, self.size, self.seed, start=start, variant=self.variant)
 
-    def batches(self, name: str = "test", batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
-        """The split as tensor batches of the columns the grounding protocol reads."""
+    def batches(self, name: str = "test", batch_size: int = 64,
+                keys: tuple[str, ...] = (C.IMAGE, C.LABEL, C.GAZE, C.ORGANS)
+                ) -> list[dict[str, torch.Tensor]]:
+        """The split as tensor batches of ``keys`` (default: what the grounding protocol
+        reads; the contour-overlay protocol reads ``image``, ``organs``, ``labels``)."""
         rows = self.split(name)
-        keys = (C.IMAGE, C.LABEL, C.GAZE, C.ORGANS)
         return [{k: torch.from_numpy(np.ascontiguousarray(rows[k][lo:lo + batch_size]))
                  for k in keys} for lo in range(0, len(rows[C.IMAGE]), batch_size)]
 

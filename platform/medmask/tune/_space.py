@@ -40,6 +40,9 @@ SWEEP_PARAMS: dict[str, str] = {
 METHOD_ARM_KEYS = ("method", "params", "model", "masking", "crop", "pretrain_epochs")
 SCRATCH = "scratch"
 SEARCH_KINDS = ("grid", "random")
+# what one trial runs: the MIM study's pretrain -> fine-tune -> test, or pretrain -> an
+# in-process classifier -> the grounding protocol (issue 12's sweep=grounding)
+TRIAL_KINDS = ("mim", "grounding")
 AHM = "ahm"
 
 
@@ -80,6 +83,11 @@ class SweepSpec:
         baseline: the ``group`` value the bars sweep's comparison table is relative to.
         probe_every: the convergence probe of every trial's pretraining every this many
             epochs (the base ``probe.every`` when None; needs multi-label findings).
+        trial: what a trial runs (:data:`TRIAL_KINDS`): ``mim`` (fine-tune + test metrics)
+            or ``grounding`` (the grounding score of a classifier fine-tuned in-process
+            from the trial's encoder; its metric ``grounding_score``).
+        grounding: for ``trial=grounding``: ``finetune`` (:class:`medmask.train.FitSettings`
+            fields) and ``eval`` (:class:`medmask.eval.GroundingSettings` fields).
     """
 
     name: str
@@ -96,6 +104,8 @@ class SweepSpec:
     smoke: bool = False
     baseline: str = "simclr"
     probe_every: int | None = None
+    trial: str = "mim"
+    grounding: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.plot not in ("line", "bars"):
@@ -105,6 +115,11 @@ class SweepSpec:
             if unknown:
                 raise ValueError(f"sweep.methods.{arm}: unknown key(s) {unknown}; valid: "
                                  f"{list(METHOD_ARM_KEYS)}")
+        if self.trial not in TRIAL_KINDS:
+            raise ValueError(f"sweep.trial must be one of {TRIAL_KINDS}, got {self.trial!r}")
+        if self.trial == "grounding" and self.scheduler.name != "fifo":
+            raise ValueError("a grounding sweep reports once per trial: sweep.scheduler.name "
+                             f"must be fifo, got {self.scheduler.name!r}")
         if self.search not in SEARCH_KINDS:
             raise ValueError(f"sweep.search must be one of {SEARCH_KINDS}, got {self.search!r}")
         unknown = sorted(set(self.space) - set(SWEEP_PARAMS))
@@ -137,6 +152,8 @@ class SweepSpec:
             baseline=str(config.get("baseline", "simclr")),
             probe_every=(None if config.get("probe_every") is None
                          else int(config["probe_every"])),
+            trial=str(config.get("trial", "mim")),
+            grounding=dict(config.get("grounding") or {}),
         )
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medmask.eval import paired_bootstrap
+
 
 def summary_table(trials: pd.DataFrame, group: str, x: str,
                   metrics: Sequence[str]) -> pd.DataFrame:
@@ -147,5 +149,55 @@ def comparison_bars(summary: pd.DataFrame, group: str, x: str, metric: str,
     axis.set_title(title or f"{metric} per {group}")
     axis.grid(alpha=0.3, axis="x")
     axis.legend(loc="lower right")
+    figure.tight_layout()
+    return figure
+
+
+def grounding_by_strategy(trials: pd.DataFrame, group: str, units: str,
+                          resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per ``group`` value: the grounding score's mean over seeds with a 95% bootstrap
+    interval (:func:`medmask.eval.paired_bootstrap` against 0: the images of every seed
+    resampled), each seed's score, and the seeds. ``units``: the column holding each trial's
+    per-image differences (drop_match - drop_non over the qualifying r); trials where no r
+    qualified (no units) are counted apart."""
+    rows = []
+    for name, block in trials.groupby(group, sort=True):
+        block = block.sort_values("seed")
+        arrays = [np.asarray(v, np.float64) for v in block[units]]
+        kept = [a for a in arrays if len(a)]
+        row: dict[str, Any] = {group: name, "seeds": len(kept),
+                               "seeds_without_score": len(arrays) - len(kept)}
+        if kept:
+            interval = paired_bootstrap(kept, [np.zeros_like(a) for a in kept],
+                                        resamples=resamples, seed=seed)
+            row |= {"score": interval.difference, "ci_low": interval.low,
+                    "ci_high": interval.high,
+                    "seed_sd": float(np.std(interval.per_seed, ddof=1)) if len(kept) > 1
+                    else float("nan"),
+                    "per_seed": " ".join(f"{v:+.3f}" for v in interval.per_seed)}
+        else:
+            row |= {"score": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                    "seed_sd": float("nan"), "per_seed": ""}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def grounding_plot(table: pd.DataFrame, group: str, title: str = "") -> Any:
+    """The grounding score per ``group`` value with its interval (a bar per value)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.6), dpi=100)
+    scores = table["score"].to_numpy(float)
+    errors = np.stack([scores - table["ci_low"].to_numpy(float),
+                       table["ci_high"].to_numpy(float) - scores])
+    axis.bar(table[group].astype(str), scores, yerr=errors, capsize=4, color="tab:blue")
+    axis.axhline(0.0, color="gray", lw=0.8)
+    axis.set_ylabel("grounding score (matched anatomical - non-anatomical drop)")
+    axis.set_xlabel(group)
+    axis.set_title(title or "grounding score")
+    axis.grid(alpha=0.3, axis="y")
     figure.tight_layout()
     return figure

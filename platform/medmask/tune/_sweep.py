@@ -28,17 +28,20 @@ from medmask.tune._summary import (
     comparison_bars,
     comparison_table,
     comparison_text,
+    grounding_by_strategy,
+    grounding_plot,
     metric_plot,
     pivot_text,
     summary_table,
 )
-from medmask.tune._trainable import PRETRAIN_SUMMARY_PREFIX, TRIAL_ID_TAG, sweep_trial
+from medmask.tune._trainable import DIFFERENCES, PRETRAIN_SUMMARY_PREFIX, TRIAL_ID_TAG, sweep_trial
 
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "medmask_study.json"
 RESUME_CHOICES = ("auto", "true", "false")
 TRIALS_CSV, SUMMARY_CSV, COMPARISON_CSV = "trials.csv", "summary.csv", "comparison.csv"
+GROUNDING_CSV = "grounding_by_strategy.csv"
 DEFAULT_TRIAL_RESOURCES = {"CPU": 0, "memory": 256 * 1024**2}  # the trial driver's share
 
 
@@ -128,7 +131,8 @@ def run_sweep(
         context = {"uri": tracker.uri, "experiment": tracker.experiment,
                    "study_run_id": study.run_id, "strategies": dict(spec.strategies),
                    "swept": sorted(spec.space), "sweep": spec.name,
-                   "log_checkpoints": log_checkpoints, "methods": dict(spec.methods)}
+                   "log_checkpoints": log_checkpoints, "methods": dict(spec.methods),
+                   "trial": spec.trial, "grounding": dict(spec.grounding)}
         trainable = tune.with_resources(
             tune.with_parameters(sweep_trial, base=settings, context=context),
             dict(concurrency.trial_resources or DEFAULT_TRIAL_RESOURCES),
@@ -225,7 +229,8 @@ def trial_table(grid: Any, settings: MimSettings, spec: SweepSpec) -> pd.DataFra
         tests = {k[len("test/"):]: v for k, v in metrics.items() if k.startswith("test/")}
         costs = {k[len(PRETRAIN_SUMMARY_PREFIX):]: v for k, v in metrics.items()
                  if k.startswith(PRETRAIN_SUMMARY_PREFIX)}
-        rows.append({"trial": metrics.get("trial_name"), **values, **costs, **tests})
+        units = {DIFFERENCES: metrics[DIFFERENCES]} if DIFFERENCES in metrics else {}
+        rows.append({"trial": metrics.get("trial_name"), **values, **costs, **tests, **units})
     return pd.DataFrame(rows)
 
 
@@ -233,6 +238,9 @@ def _summarize(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) ->
     if trials.empty:
         log.warning("sweep %s finished no trial: nothing to summarize", spec.name)
         return pd.DataFrame()
+    if DIFFERENCES in trials.columns:  # a grounding sweep: intervals over images and seeds
+        _summarize_grounding(trials, spec, path, study)
+        trials = trials.drop(columns=[DIFFERENCES])
     metrics = [m for m in dict.fromkeys((spec.metric, "accuracy", "auc_mean", "macro_f1"))
                if m in trials.columns]
     summary = summary_table(trials, spec.group, spec.x, metrics)
@@ -277,6 +285,21 @@ def _log_comparison(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: An
     study.log_table(table, COMPARISON_CSV)
     study.log_artifact(path / "comparison.txt")
     study.set_tags({"smoke_run": spec.smoke})
+
+
+def _summarize_grounding(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) -> None:
+    """The grounding score per strategy over its seeds, with a bootstrap interval over the
+    images of every seed (:func:`grounding_by_strategy`), as a table and a plot."""
+    table = grounding_by_strategy(trials, spec.group, DIFFERENCES)
+    print(f"\ngrounding score per {spec.group} (mean over seeds, 95% bootstrap interval over "
+          f"images within each seed):\n{table.to_string(index=False)}\n", flush=True)
+    table.to_csv(path / GROUNDING_CSV, index=False)
+    study.log_table(table, GROUNDING_CSV)
+    figure = grounding_plot(table, spec.group, title=spec.name)
+    study.log_figure(figure, "grounding_by_strategy.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
 
 
 def _spec_params(spec: SweepSpec) -> dict[str, Any]:

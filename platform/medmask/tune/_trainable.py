@@ -21,11 +21,15 @@ from typing import Any
 
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from medmask.eval import GroundingSettings, evaluate_grounding, image_differences
 from medmask.preprocess import study_splits
 from medmask.tracking import Tracker, tune_trial_run
 from medmask.train import (
+    FitSettings,
     MimSettings,
+    PhantomData,
     config_hash,
+    fitted_classifier,
     masks_patches,
     pretrain_settings,
     pretraining_summary,
@@ -33,11 +37,13 @@ from medmask.train import (
     reconstruction_gallery,
     run_finetuning,
     run_pretraining,
+    torch_threads,
 )
 from medmask.tune._space import trial_name, trial_settings, trial_values
 
 log = logging.getLogger(__name__)
 
+DIFFERENCES = "grounding_image_differences"  # a grounding trial's per-image units (a list)
 TRIAL_ID_TAG = "ray_trial_id"  # Ray's trial id, a tag only: the run name says what it is
 PRETRAIN_SUMMARY_PREFIX = "pretrain_summary/"  # step time, peak memory, probe convergence
 
@@ -85,7 +91,8 @@ def sweep_trial(config: dict[str, Any], base: MimSettings, context: dict[str, An
         config: the sampled sweep parameters (``strategy``, ``ratio``, ``seed``, ...).
         base: the MIM settings every trial starts from.
         context: ``uri``, ``experiment``, ``study_run_id``, ``strategies``, ``swept`` and
-            ``log_checkpoints`` (bound with ``tune.with_parameters``).
+            ``log_checkpoints``, and ``trial`` / ``grounding`` (the trial kind and, for
+            ``grounding``, its recipe) (bound with ``tune.with_parameters``).
     """
     from ray import tune
 
@@ -105,12 +112,18 @@ def sweep_trial(config: dict[str, Any], base: MimSettings, context: dict[str, An
             TRIAL_ID_TAG: trial_id}
     with tune_trial_run(tracker, name, study, params=config, tags=tags) as trial:
         trial.log_params(dataclasses.asdict(settings))
-        metrics, summary = run_trial_stages(settings, tracker, trial, tags,
-                                            log_checkpoints=bool(context.get("log_checkpoints")))
+        extra: dict[str, Any] = {}
+        if context.get("trial", "mim") == "grounding":
+            metrics, differences = run_grounding_stages(settings, tracker, trial, tags,
+                                                        context["grounding"])
+            extra[DIFFERENCES] = differences.tolist()
+        else:
+            metrics, summary = run_trial_stages(
+                settings, tracker, trial, tags,
+                log_checkpoints=bool(context.get("log_checkpoints")))
+            extra |= {f"{PRETRAIN_SUMMARY_PREFIX}{k}": v for k, v in summary.items()}
         trial.log_metrics({f"test/{k}": v for k, v in metrics.items()})
-    tune.report({f"test/{k}": v for k, v in metrics.items()}
-                | {f"{PRETRAIN_SUMMARY_PREFIX}{k}": v for k, v in summary.items()}
-                | {"trial_name": name})
+    tune.report({f"test/{k}": v for k, v in metrics.items()} | {"trial_name": name} | extra)
 
 
 def run_trial_stages(settings: MimSettings, tracker: Any, trial: Any,
@@ -138,3 +151,46 @@ def run_trial_stages(settings: MimSettings, tracker: Any, trial: Any,
         metrics = run_finetuning(settings.finetuning(), datasets, stage, scaling, checkpoint,
                                  fraction, mode, callbacks=[StageReportCallback("finetune")])
     return metrics, pretraining_summary(checkpoint)
+
+
+def run_grounding_stages(settings: MimSettings, tracker: Any, trial: Any,
+                         tags: Mapping[str, Any], grounding: Mapping[str, Any]
+                         ) -> tuple[dict[str, float], Any]:
+    """Pretrain (cached, as the MIM trials do), fine-tune a classifier from the encoder
+    in-process on the phantom classes (cached) and score its grounding (Mask Creation
+    Methodology, inference; :mod:`medmask.eval._grounding`) on the test split. Returns the
+    score, its interval and the classifier's accuracy, and the per-image differences (what a
+    strategy's interval over seeds resamples)."""
+    data = settings.data
+    if data.get("name") != "phantom":
+        raise ValueError(f"a grounding trial scores phantoms (data=phantom), got "
+                         f"data={data.get('name')!r}")
+    phantoms = PhantomData(variant=str(data["variant"]), size=int(data["size"]),
+                           n_train=int(data["n_train"]), n_test=int(data["n_test"]),
+                           seed=settings.seed)
+    evaluation = GroundingSettings.from_params(**dict(grounding.get("eval", {})))
+    fit = FitSettings(**dict(grounding.get("finetune", {})), seed=settings.seed)
+    with tracker.stage("pretrain", parent=trial, tags=tags) as stage:
+        start = time.perf_counter()
+        datasets = {"train": study_splits(data, settings.seed)["train"]}
+        with pretrain_lock(settings):
+            checkpoint = run_pretraining(settings.pretraining(), datasets, stage,
+                                         settings.scaling,
+                                         callbacks=[StageReportCallback("pretrain")])
+        stage.log_metrics({"perf/wall_s": time.perf_counter() - start})
+    with tracker.stage("grounding", parent=trial, tags=tags) as stage:
+        start = time.perf_counter()
+        fitted = fitted_classifier(phantoms, fit, settings.cache_dir,
+                                   dataclasses.asdict(settings.model), pretrained=checkpoint)
+        with torch_threads(1):
+            result = evaluate_grounding(fitted.model, phantoms.batches("test"), evaluation)
+        stage.log_table(result.table, "drops.csv")
+        stage.log_table(result.per_image, "per_image.csv")
+        stage.log_dict(result.summary(), "summary.json")
+        metrics = {"grounding_score": result.score, "grounding_ci_low": result.ci_low,
+                   "grounding_ci_high": result.ci_high,
+                   "classifier_accuracy": fitted.test_accuracy,
+                   "qualifying_count": float(len(result.qualifying))}
+        stage.log_metrics({**{f"test/{k}": v for k, v in metrics.items()},
+                           "perf/wall_s": time.perf_counter() - start})
+    return metrics, image_differences(result.per_image, result.qualifying)

@@ -1,0 +1,67 @@
+"""experiments/clip_overlay.py: the quick default composes into valid settings, and a tiny
+run (a phantom CLIP of one epoch, a handful of phantoms) fills Table 2's 10 cells and logs
+the grid as CSV and a heatmap PNG on the MLflow study run (in-process, no Ray)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+
+from medmask.eval import OverlaySettings
+from medmask.train import HeadFitSettings, PhantomClipSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIP = {"n_images": 32, "image_size": 32, "width": 32, "layers": 1, "embed_dim": 16,
+        "epochs": 1, "batch_size": 16, "threads": 1}
+FIT = {"lp_epochs": 2, "jft_epochs": 1, "batch_size": 8, "threads": 1}
+TINY = ["data.size=32", "data.n_train=24", "data.n_test=16", "clip_overlay.seeds=[0,1]",
+        "eval.params.bootstrap=50",
+        *(f"++clip_overlay.phantom_clip.{k}={v}" for k, v in CLIP.items()),
+        *(f"++clip_overlay.fit.{k}={v}" for k, v in FIT.items())]
+
+
+def _cfg(overrides: list[str]):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("clip_overlay", overrides=overrides)
+
+
+def test_quick_default_composes_into_valid_settings():
+    cfg = _cfg([])
+    settings = OverlaySettings.from_params(**cfg.eval.params)
+    assert settings.alpha == 1.0 and settings.thickness == 2 and settings.statistics == "imagenet"
+    assert settings.findings == ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema",
+                                 "Pleural Effusion")
+    assert PhantomClipSettings(**cfg.clip_overlay.phantom_clip).image_size == cfg.data.size
+    HeadFitSettings(**cfg.clip_overlay.fit)
+    assert list(cfg.clip_overlay.seeds) == [0, 1, 2] and cfg.clip_overlay.clip_folder is None
+
+
+def test_a_tiny_run_fills_the_grid_and_logs_it(tmp_path):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import clip_overlay
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = clip_overlay.run(_cfg([*TINY, f"tracking.uri={uri}",
+                                    f"cache_dir={tmp_path / 'cache'}"]))
+    assert len(result.grid) == 10 and len(result.layout()) == 5
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.search_runs(experiment_names=["medmask"], output_format="list")[0]
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"clip_overlay_table2.csv", "clip_overlay_grid.csv", "clip_overlay_grid.png",
+            "clip_overlay_gains.csv", "clip_overlay_baselines.csv"} <= names
+    assert "clip_overlay/jft/overlay/overlay/binary" in run.data.metrics
+    assert run.data.tags["protocol"] == "clip_overlay"
+
+
+def test_non_phantom_data_and_bad_settings_fail_before_compute():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import clip_overlay
+
+    with pytest.raises(ValueError, match="runs on phantoms"):
+        clip_overlay.overlay_data(_cfg(["data=mimic_cxr", "data.root=/nowhere"]))
+    with pytest.raises(ValueError, match="reading must be one of"):
+        clip_overlay.run(_cfg(["eval.params.reading=auc"]))
