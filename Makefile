@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 PYTEST_ARGS ?= --durations=12
 ARGS ?=
 
-.PHONY: venv demo test test-fast lint bench clean-venv
+.PHONY: venv demo test test-fast test-studies lint bench clean-venv
 
 venv:
 	@bash .ci/venv.sh
@@ -16,13 +16,17 @@ venv:
 demo:
 	@venv=$$(bash .ci/venv.sh) && $$venv/bin/python experiments/ahm.py $(ARGS)
 
-## Run the whole test suite (what CI runs).
+## Run the test suite (what CI runs): everything but the whole-study Tune runs.
 test:
-	@venv=$$(bash .ci/venv.sh) && $$venv/bin/python -m pytest $(PYTEST_ARGS)
+	@venv=$$(bash .ci/venv.sh) && $$venv/bin/python -m pytest -m "not study" $(PYTEST_ARGS)
+
+## The whole-study Tune runs (sweep=seg_guided_ssl, sweep=grounding), by hand: minutes each.
+test-studies:
+	@venv=$$(bash .ci/venv.sh) && $$venv/bin/python -m pytest -m study $(PYTEST_ARGS)
 
 ## The suite without the slow end-to-end tests.
 test-fast:
-	@venv=$$(bash .ci/venv.sh) && $$venv/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	@venv=$$(bash .ci/venv.sh) && $$venv/bin/python -m pytest -m "not slow and not study" $(PYTEST_ARGS)
 
 lint:
 	@venv=$$(bash .ci/venv.sh) && $$venv/bin/python -m ruff check platform envs experiments tests benchmarks

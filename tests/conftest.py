@@ -32,3 +32,10 @@ def ray_session() -> Iterator[None]:
 def mlflow_uri(tmp_path: Path) -> str:
     """A fresh local sqlite MLflow store for one test."""
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # registered here, not in pyproject.toml (whose hash keys the cached venv)
+    config.addinivalue_line(
+        "markers", "study: a whole study through Ray Tune (minutes): make test-studies; "
+                   "not in make test")

@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny import STRATEGIES, tiny_settings  # noqa: E402
 
 
+@pytest.mark.study  # a whole Tune study: run by hand (make test-studies), not in make test
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_grounding_sweep_tables_each_strategys_score_over_seeds(tmp_path, ray_session,
                                                                  mlflow_uri):
     base = tiny_settings(tmp_path)

@@ -25,6 +25,7 @@ FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Ef
 CNN = {"width": 0.125, "proj_dim": 16}
 
 
+@pytest.mark.study  # a whole Tune study: run by hand (make test-studies), not in make test
 @pytest.mark.slow  # one trial = two TorchTrainer fits: 10 min 04 s at load 10-20 on 2 CPUs
 @pytest.mark.e2e
 def test_a_method_sweep_logs_the_comparison(ray_session, tmp_path, mlflow_uri):
