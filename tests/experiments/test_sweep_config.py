@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -58,10 +57,8 @@ def test_unreachable_server_fails_before_ray_starts(monkeypatch):
 
     monkeypatch.setattr(sweep_experiment, "init_ray", no_ray)
     cfg = _compose("tracking=server", f"tracking.uri=http://127.0.0.1:{port}")
-    start = time.perf_counter()
-    with pytest.raises(TrackingUnavailableError, match=str(port)):
+    with pytest.raises(TrackingUnavailableError, match=str(port)):  # before init_ray
         sweep_experiment.run(cfg)
-    assert time.perf_counter() - start < 10
 
 
 def test_seg_guided_ssl_resolves_every_arm_with_one_pretraining_budget():
