@@ -25,7 +25,7 @@ import hydra
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, make_tracker, to_dict  # noqa: E402
+from _common import log, make_tracker, mlflow_summary, to_dict  # noqa: E402
 
 from medmask import columns as C  # noqa: E402
 from medmask.eval import OverlayResult, OverlaySettings, evaluate_clip_overlay  # noqa: E402
@@ -125,8 +125,8 @@ def run(cfg: DictConfig) -> OverlayResult:
           + result.gains.to_string(**show))
     print("zero-shot mean AUC over findings (chance 0.5): "
           + ", ".join(f"{t} {a:.3f}" for t, a in zip(zero["test"], auc, strict=True)))
-    print(f"wall time {wall:.0f} s; MLflow: {tracker.uri} (experiment {tracker.experiment!r}, "
-          f"run {study.run_id})")
+    print(f"wall time {wall:.0f} s")
+    print(mlflow_summary(tracker, f"run {study.run_id}"))
     return result
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import init_ray, log, make_tracker, to_dict  # noqa: E402
+from _common import init_ray, log, make_tracker, mlflow_summary, to_dict  # noqa: E402
 from _mim import mim_settings  # noqa: E402
 
 from medmask.eval import GroundingResult, GroundingSettings, evaluate_grounding  # noqa: E402
@@ -186,8 +186,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
           f"drop - non-anatomical drop; {settings.confidence:.0%} bootstrap interval, "
           f"{settings.bootstrap} resamples):")
     print(scores.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wall time {wall:.0f} s; MLflow: {tracker.uri} (experiment {tracker.experiment!r}, "
-          f"run {study.run_id})")
+    print(f"wall time {wall:.0f} s")
+    print(mlflow_summary(tracker, f"run {study.run_id}"))
     return scores
 
 
