@@ -123,4 +123,24 @@ def scaling_settings(cluster: DictConfig) -> dict[str, Any]:
             "resources_per_worker": to_dict(cluster.resources_per_worker),
             "max_failures": int(cluster.max_failures),
             "channels_last": cluster.get("channels_last"),
-            "compile": bool(cluster.get("compile", False))}
+            "compile": bool(cluster.get("compile", False)),
+            "torch_threads": torch_threads(cluster)}
+
+
+def torch_threads(cluster: DictConfig) -> int | None:
+    """``cluster.torch_threads``: null (Ray's default: a Train worker runs as many torch
+    threads as the CPUs it reserves), an int, or ``auto``: on a local Ray (address null),
+    each worker's share of the machine's cores (``num_cpus`` or all of them): the stages of a
+    study train one at a time, so a 1-CPU worker would leave the other cores idle; elsewhere
+    Ray's default."""
+    value = cluster.get("torch_threads")
+    if value is None:
+        return None
+    if value == "auto":
+        if cluster.get("address") is not None:
+            return None
+        cores = int(cluster.get("num_cpus") or len(os.sched_getaffinity(0)))
+        return max(1, cores // max(1, int(cluster.num_workers)))
+    if isinstance(value, int) and value >= 1:
+        return value
+    raise ValueError(f"cluster.torch_threads must be null, auto or an int >= 1, got {value!r}")

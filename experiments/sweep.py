@@ -12,6 +12,7 @@ sweep continues when the same command runs again (Tuner.restore, finished trials
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,17 @@ def concurrency(cluster: DictConfig, scaling: ScalingSettings) -> Any:
     return Concurrency(int(limit), to_dict(resources) if resources is not None else None)
 
 
+def shared_threads(settings: MimSettings, trials_at_once: int) -> MimSettings:
+    """Trials train at the same time: each worker's torch threads (``cluster.torch_threads``)
+    are its share of the cores among the concurrent trials."""
+    threads = settings.scaling.torch_threads
+    if threads is None:
+        return settings
+    scaling = dataclasses.replace(settings.scaling,
+                                  torch_threads=max(1, threads // max(1, trials_at_once)))
+    return dataclasses.replace(settings, scaling=scaling)
+
+
 def run(cfg: DictConfig) -> Any:
 
     settings, spec = sweep_settings(cfg)
@@ -66,6 +78,7 @@ def run(cfg: DictConfig) -> Any:
 
         stopper = TimeoutStopper(float(cfg.sweep.time_budget_s))
     parallel = concurrency(cfg.cluster, settings.scaling)
+    settings = shared_threads(settings, parallel.max_concurrent_trials)
     log.info("sweep %s: up to %d trial(s) at once", spec.name, parallel.max_concurrent_trials)
     result = run_sweep(
         settings, spec, tracker, storage_dir=Path(cfg.sweep_dir), concurrency=parallel,

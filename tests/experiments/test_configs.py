@@ -67,3 +67,35 @@ def test_ahm_ablations_are_multiruns(ablation: str) -> None:
         cfg = compose("ahm", overrides=[f"+ablation={ablation}"], return_hydra_config=True)
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert len(cfg.hydra.sweeper.params) == 1
+
+
+def test_torch_threads_give_each_worker_its_share_of_the_cores(monkeypatch) -> None:
+    import sys
+
+    sys.path.insert(0, str(CONFIGS.parent / "experiments"))
+    from _common import scaling_settings
+    from _mim import mim_settings
+    from sweep import shared_threads
+
+    from medmask.train import ScalingSettings
+
+    cfg = OmegaConf.create(_compose("mae", []))
+    cluster = cfg.cluster
+    assert cluster.torch_threads == "auto"
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1, 2, 3})
+    assert scaling_settings(cluster)["torch_threads"] == 4
+    settings = mim_settings(cfg)
+    assert settings.scaling.torch_threads == 4
+    assert shared_threads(settings, 2).scaling.torch_threads == 2  # two trials at once
+    assert shared_threads(settings, 8).scaling.torch_threads == 1
+    cluster.num_workers = 3
+    assert scaling_settings(cluster)["torch_threads"] == 1
+    cluster.num_workers, cluster.num_cpus = 1, 2
+    assert scaling_settings(cluster)["torch_threads"] == 2
+    cluster.address = "auto"  # an existing cluster: Ray's default
+    assert scaling_settings(cluster)["torch_threads"] is None
+    cluster.torch_threads = 0
+    with pytest.raises(ValueError, match="torch_threads"):
+        scaling_settings(cluster)
+    with pytest.raises(ValueError, match="torch_threads"):
+        ScalingSettings(torch_threads=0)

@@ -29,7 +29,9 @@ def test_scaling_device_options_reach_the_loop_config(tmp_path):
     scaling = ScalingSettings()
     assert scaling.channels_last is None and scaling.compile is False  # CUDA only; opt-in
     trainer = build_trainer(lambda config: None, {"epochs": 1}, {},
-                            scaling=ScalingSettings(channels_last=True, compile=True),
+                            scaling=ScalingSettings(channels_last=True, compile=True,
+                                                    torch_threads=2),
                             storage_path=tmp_path, name="options")
     assert trainer.train_loop_config == {
-        "epochs": 1, "device_options": {"channels_last": True, "compile": True}}
+        "epochs": 1, "device_options": {"channels_last": True, "compile": True,
+                                        "torch_threads": 2}}

@@ -5,7 +5,9 @@
   probing / full fine-tuning through ``encode``), :func:`segment_loop` (U-Net segmentation).
 - Stages, used by the studies and by :mod:`medmask.tune`: :func:`run_pretraining` (cached in
   the :class:`StageCache` by :func:`pretrain_settings`), :func:`run_finetuning`,
-  :func:`finetune_cell` (the lr grid, per-image predictions), :func:`label_fraction_subset`,
+  :func:`finetune_cell` (the lr grid, per-image predictions), :func:`finetune_cells` (all
+  the cells of one initialisation in one Ray Train run, :func:`finetune_cells_loop` on
+  :func:`run_cells`), :func:`label_fraction_subset`,
   :func:`reconstruction_gallery`, :func:`reconstruction_baselines`,
   :func:`masking_statistics`.
 - Orchestrators: :func:`run_mim_study` (pretrain -> fine-tune -> evaluate at every seed,
@@ -40,7 +42,12 @@ from medmask.train._clip_overlay import (
     grid_classifiers,
     phantom_clip,
 )
-from medmask.train._finetune import build_classifier, finetune_loop, predict
+from medmask.train._finetune import (
+    build_classifier,
+    finetune_cells_loop,
+    finetune_loop,
+    predict,
+)
 from medmask.train._grounding import (
     CONTROL_VARIANTS,
     FitSettings,
@@ -84,8 +91,10 @@ from medmask.train._settings import (
     settings_from_dict,
 )
 from medmask.train._stages import (
+    FinetuneCell,
     FinetuneOutcome,
     finetune_cell,
+    finetune_cells,
     label_fraction_subset,
     load_reconstruction,
     masking_statistics,
@@ -124,6 +133,8 @@ __all__ = [
     "reconstruction_baselines",
     "masking_statistics",
     "finetune_cell",
+    "finetune_cells",
+    "FinetuneCell",
     "FinetuneOutcome",
     "FinetuneRecipe",
     "ControlSettings",
@@ -155,6 +166,7 @@ __all__ = [
     "build_trainer",
     "code_version",
     "config_hash",
+    "finetune_cells_loop",
     "finetune_loop",
     "fit_classifier",
     "fitted_classifier",

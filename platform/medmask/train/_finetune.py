@@ -38,7 +38,7 @@ from medmask.segmentation import (
     keyed_augment_params,
 )
 from medmask.train._checkpoint import load_checkpoint
-from medmask.train._loop import run_epochs
+from medmask.train._loop import run_cells, run_epochs
 
 
 def build_classifier(config: dict[str, Any]) -> torch.nn.Module:
@@ -137,6 +137,26 @@ def finetune_parts(config: dict[str, Any], device: torch.device) -> LoopParts:
         return {k: v for k, v in scores.items() if _is_number(v)}
 
     return LoopParts(build_classifier(config), batch_loss, validate)
+
+
+def finetune_cells_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker loop over several fine-tuning cells (label fractions x modes x
+    learning rates of one initialisation) in one run (:func:`~medmask.train._loop.run_cells`):
+    each cell as :func:`finetune_loop` would train it alone, then rank 0 predicts the ``test``
+    dataset with the cell's selected weights; the probabilities and targets are the cell's
+    result in the run's checkpoint."""
+    run_cells(config, finetune_parts, finish_finetune_cell, what="fine-tuning")
+
+
+def finish_finetune_cell(model: torch.nn.Module, device: torch.device,
+                         config: dict[str, Any]) -> dict[str, Any]:
+    """A fine-tuning cell's result: its test probabilities and targets (tensors: checkpoints
+    load with ``weights_only``)."""
+    import ray.train  # defer: ray
+
+    probs, targets = predict(model, ray.train.get_dataset_shard("test"), 64,
+                             bool(config["head"].get("multilabel", False)), device)
+    return {"probs": torch.from_numpy(probs), "targets": torch.from_numpy(targets)}
 
 
 def finetune_loop(config: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ rank 0, and a checkpoint with every report.
 Config keys read here: ``optim`` (:class:`OptimizerConfig` fields), ``batch_size`` (global),
 ``epochs``, ``steps_per_epoch``, ``seed``, ``model`` ({name, params}: saved with the
 checkpoint), optional ``tracking`` ({uri, run_id}), optional ``inject_failure`` ({epoch,
-marker}: kill this worker once at that epoch, to exercise checkpoint resume), optional
+marker[, cell]}: kill this worker once at that epoch, to exercise checkpoint resume), optional
 ``shuffle_buffer`` (rows: a local shuffle of the training shard, reseeded every epoch from
 ``seed`` and the epoch), optional ``report_every`` (validate, log and checkpoint every
 this many epochs and at the last one; default 1), optional ``select_on`` (a validation
@@ -20,7 +20,8 @@ epoch so far, which
 optional ``probe`` ({every, l2}: the convergence probe of :mod:`medmask.train._probe` on
 rank 0 every ``every`` epochs and at the last, reading the ``probe_fit`` / ``probe_score``
 datasets; 0 or absent = off).
-``device_options`` ({channels_last: None = on CUDA | bool, compile: bool}: set from
+``device_options`` ({channels_last: None = on CUDA | bool, compile: bool, torch_threads:
+None = Ray's default | int}: set from
 :class:`~medmask.train.ScalingSettings` by ``build_trainer``), optional ``progress`` (the Ray
 queue of an :class:`~medmask.train._trainer.EpochProgress`: rank 0 puts every finished epoch
 there for the driver's progress bar).
@@ -45,7 +46,7 @@ import torch
 from medmask.methods import LoopParts
 from medmask.models import use_channels_last
 from medmask.tracking import log_metrics_to_run
-from medmask.train._checkpoint import save_checkpoint
+from medmask.train._checkpoint import load_checkpoint, save_checkpoint
 from medmask.train._loop_utils import (
     checkpoint_dir,
     optimization_state,
@@ -57,6 +58,8 @@ from medmask.train._loop_utils import (
 from medmask.train._probe import EpochProbe
 
 BuildParts = Callable[[dict[str, Any], torch.device], LoopParts]
+# (model with the selected weights, device, the cell's config) -> the cell's result arrays
+FinishCell = Callable[[torch.nn.Module, torch.device, dict[str, Any]], dict[str, Any]]
 
 
 def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) -> None:
@@ -65,29 +68,99 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
     Datasets: ``train`` (split across workers) and, when the parts validate, ``val`` (whole,
     evaluated on rank 0 after every epoch). ``what`` names the loop in error messages.
     """
-    torch.manual_seed(int(config["seed"]))
-    torch.use_deterministic_algorithms(True, warn_only=True)  # the same seed, the same run
     quiet_data_progress()
+    run_cell(config, build_parts, what=what, restored=restored_state())
+
+
+def run_cells(config: dict[str, Any], build_parts: BuildParts, finish: FinishCell, *,
+              what: str) -> None:
+    """Run several training cells one after the other in one Ray Train run (the fine-tuning
+    cells of one method: label fractions x modes x learning rates), saving a Ray Train launch
+    per cell.
+
+    ``config["cells"]`` lists each cell's own config keys; the other keys of ``config`` are
+    shared by every cell. Cell ``i`` trains on the dataset ``config["cells"][i]["train"]``
+    (a split dataset name) exactly as :func:`run_epochs` would in a run of its own: seeded
+    afresh, so a cell's result does not depend on the cells before it. When a cell's epochs
+    are done, rank 0 calls ``finish(model, device, cell_config)`` on the model with the
+    selected epoch's weights (its ``best`` on ``select_on``, else the last) and the returned
+    arrays, with ``val_score`` and ``best_epoch`` (None without ``select_on``), go into every
+    later checkpoint as ``cells_done[i]``: the driver reads all the
+    cells' results from the run's last checkpoint. After a worker failure the run resumes
+    inside the cell it was in (finished cells are not run again).
+    """
+    quiet_data_progress()
+    restored = restored_state()
+    done: dict[int, dict[str, Any]] = dict((restored or {}).get("cells_done") or {})
+    shared = {k: v for k, v in config.items() if k != "cells"}
+    rank = ray.train.get_context().get_world_rank()
+    offset = 0
+    for index, cell in enumerate(config["cells"]):
+        cell_config = {**shared, **cell, "progress_offset": offset, "cell_index": index}
+        offset += int(cell_config["epochs"])
+        if index in done:
+            continue
+        resume = restored if restored and restored.get("cell") == index else None
+        carry = {"cell": index, "cells_done": done}
+        model, device, best = run_cell(cell_config, build_parts, what=f"{what} cell {index}",
+                                       restored=resume, train_key=str(cell["train"]),
+                                       carry=carry)
+        if rank == 0:
+            done[index] = {**finish(model, device, cell_config), "val_score": best.score,
+                           "best_epoch": best.epoch}
+            with checkpoint_dir() as directory:  # the cell's result, without its weights
+                save_checkpoint(directory, {"cell": index, "cells_done": done})
+                ray.train.report({"cells/done": len(done)},
+                                 checkpoint=ray.train.Checkpoint.from_directory(directory))
+        else:
+            ray.train.report({"cells/done": index + 1})
+
+
+def restored_state() -> dict[str, Any] | None:
+    """The state of the checkpoint Ray Train hands back after a worker failure (None on a
+    fresh start)."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return load_checkpoint(directory)
+
+
+def run_cell(config: dict[str, Any], build_parts: BuildParts, *, what: str,
+             restored: dict[str, Any] | None, train_key: str = "train",
+             carry: dict[str, Any] | None = None
+             ) -> tuple[torch.nn.Module, torch.device, BestEpoch]:
+    """The epochs of one cell (:func:`run_epochs`, :func:`run_cells`), resumed from the
+    checkpoint state ``restored`` when it is the cell's own; ``carry`` goes into every
+    checkpoint it reports. Returns the unwrapped model, holding the selected epoch's weights
+    (``best`` on ``select_on``; else the last), the device and the :class:`BestEpoch`."""
+    torch.manual_seed(int(config["seed"]))  # every cell afresh: its result is its own
+    torch.use_deterministic_algorithms(True, warn_only=True)  # the same seed, the same run
+    options = dict(config.get("device_options") or {})
+    if options.get("torch_threads"):
+        torch.set_num_threads(int(options["torch_threads"]))
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = train_device()
     parts = build_parts(config, device)
-    options = dict(config.get("device_options") or {})
     use_channels_last(parts.model, device, options.get("channels_last"))
-    optimizer, scheduler, start_epoch, restored = optimization_state(parts.model, config)
+    if restored is not None and "model" not in restored:
+        restored = None  # a finished cell's result only: nothing of this cell to resume
+    optimizer, scheduler, start_epoch = optimization_state(parts.model, config, restored)
     best = BestEpoch(config.get("select_on"), restored)
     model = ray.train.torch.prepare_model(parts.model)
     if options.get("compile"):
         model = torch.compile(model)  # opt-in: minutes of compiling on a small CPU
-    train_shard = ray.train.get_dataset_shard("train")
+    train_shard = ray.train.get_dataset_shard(train_key)
     val_shard = ray.train.get_dataset_shard("val") if parts.validate is not None else None
     per_worker_batch = max(1, int(config["batch_size"]) // world)
     logger = EpochLogger(config.get("tracking"), rank)
     shuffle = int(config.get("shuffle_buffer") or 0)
     every = max(1, int(config.get("report_every") or 1))
     probe = EpochProbe(config.get("probe"), rank, int(config["epochs"]))
+    offset = int(config.get("progress_offset") or 0)
     for epoch in range(start_epoch, int(config["epochs"])):
-        maybe_fail(config.get("inject_failure"), epoch)
+        maybe_fail(config.get("inject_failure"), epoch, config.get("cell_index"))
         model.train()
         batches = train_shard.iter_torch_batches(
             batch_size=per_worker_batch, prefetch_batches=2, device=device,
@@ -103,7 +176,8 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
         metrics.update(probe(unwrap(model), epoch, device))
         metrics["charts/resumed_from_epoch"] = start_epoch
         if rank == 0 and config.get("progress") is not None:  # the driver's progress bar
-            config["progress"].put_nowait({"epoch": epoch, "loss": metrics.get("train/loss")})
+            config["progress"].put_nowait({"epoch": offset + epoch,
+                                           "loss": metrics.get("train/loss")})
         last = epoch == int(config["epochs"]) - 1
         if not last and (epoch + 1) % every:
             continue  # many short epochs (a small label fraction): report every ``every``
@@ -112,7 +186,11 @@ def run_epochs(config: dict[str, Any], build_parts: BuildParts, *, what: str) ->
             metrics.update({f"val/{k}": v for k, v in scores.items()})
             metrics.update(best.update(scores, epoch, unwrap(model)))
         logger.log(metrics, step=epoch)
-        report(metrics, rank, epoch, model, optimizer, scheduler, config, best)
+        report(metrics, rank, epoch, model, optimizer, scheduler, config, best, carry)
+    final = unwrap(model)
+    if best.state is not None:
+        final.load_state_dict(best.state)
+    return final, device, best
 
 
 class BestEpoch:
@@ -148,10 +226,11 @@ class BestEpoch:
 
 def report(metrics: dict[str, Any], rank: int, epoch: int, model: torch.nn.Module,
            optimizer: torch.optim.Optimizer, scheduler: Any, config: dict[str, Any],
-           best: BestEpoch | None = None) -> None:
+           best: BestEpoch | None = None, carry: dict[str, Any] | None = None) -> None:
     """``ray.train.report`` of the epoch; rank 0 attaches the checkpoint (model, optimizer,
-    scheduler, epoch, the model's registry name and parameters, and the best epoch's weights
-    when the loop selects on validation)."""
+    scheduler, epoch, the model's registry name and parameters, the best epoch's weights
+    when the loop selects on validation, and ``carry``: :func:`run_cells`' cell index and
+    finished cells)."""
     if rank != 0:
         ray.train.report(metrics)
         return
@@ -166,6 +245,7 @@ def report(metrics: dict[str, Any], rank: int, epoch: int, model: torch.nn.Modul
         }
         if best is not None and best.saved() is not None:
             state["best"] = best.saved()
+        state.update(carry or {})
         save_checkpoint(directory, state)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
@@ -183,9 +263,12 @@ class EpochLogger:
         log_metrics_to_run(self.target["uri"], self.target["run_id"], numeric, step=step)
 
 
-def maybe_fail(spec: dict[str, Any] | None, epoch: int) -> None:
-    """Chaos hook: kill this worker process once, at ``spec['epoch']`` (marker file guards)."""
+def maybe_fail(spec: dict[str, Any] | None, epoch: int, cell: int | None = None) -> None:
+    """Chaos hook: kill this worker process once, at ``spec['epoch']`` (of the cell
+    ``spec['cell']`` when given, in a :func:`run_cells` run; marker file guards)."""
     if not spec or int(spec["epoch"]) != epoch:
+        return
+    if spec.get("cell") is not None and spec["cell"] != cell:
         return
     marker = Path(spec["marker"])
     if marker.exists():

@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from medmask.train._checkpoint import load_checkpoint
 from medmask.train._optim import OptimizerConfig, build_optimizer, build_scheduler
 
 
@@ -131,28 +130,22 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def optimization_state(model: torch.nn.Module, config: dict[str, Any]
-                       ) -> tuple[Any, Any, int, dict[str, Any] | None]:
-    """AdamW + warmup-cosine from ``config``, the epoch to start from and the restored
-    checkpoint state (None on a fresh start).
+def optimization_state(model: torch.nn.Module, config: dict[str, Any],
+                       restored: dict[str, Any] | None = None) -> tuple[Any, Any, int]:
+    """AdamW + warmup-cosine from ``config`` and the epoch to start from.
 
     After a worker failure Ray Train hands the latest reported checkpoint back
-    (``ray.train.get_checkpoint``): model, optimizer and scheduler are restored from it and
-    training continues at the epoch after the one it saved.
+    (``ray.train.get_checkpoint``, read by the loop as ``restored``): model, optimizer and
+    scheduler are restored from it and training continues at the epoch after the one it saved.
     """
-    import ray.train
-
     optim_cfg = OptimizerConfig(**config.get("optim", {}))
     optimizer = build_optimizer(model, optim_cfg, int(config["batch_size"]))
     scheduler = build_scheduler(optimizer, optim_cfg,
                                 steps_per_epoch=int(config["steps_per_epoch"]),
                                 epochs=int(config["epochs"]))
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return optimizer, scheduler, 0, None
-    with checkpoint.as_directory() as directory:
-        state = load_checkpoint(directory)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return optimizer, scheduler, int(state["epoch"]) + 1, state
+    if restored is None:
+        return optimizer, scheduler, 0
+    model.load_state_dict(restored["model"])
+    optimizer.load_state_dict(restored["optimizer"])
+    scheduler.load_state_dict(restored["scheduler"])
+    return optimizer, scheduler, int(restored["epoch"]) + 1

@@ -36,7 +36,7 @@ from medmask.train._checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from medmask.train._finetune import build_classifier, finetune_loop, predict
+from medmask.train._finetune import finetune_cells_loop
 from medmask.train._masks import build_mask_strategy, masking_cache_key
 from medmask.train._pretrain import pretrain_loop
 from medmask.train._probe import PROBE_FIT, PROBE_SCORE
@@ -49,7 +49,6 @@ from medmask.train._segment import (
 from medmask.train._settings import (
     CropSettings,
     FinetuneSettings,
-    HeadSettings,
     ModelSettings,
     PolicySettings,
     PretrainSettings,
@@ -110,19 +109,22 @@ def train_view(dataset: Any) -> Any:
     return dataset.select_columns([c for c in TRAIN_COLUMNS if c in names])
 
 
-def lung_cropped(datasets: dict[str, Any], crop: CropSettings | None, stage: Any,
-                 batch_size: int = 32) -> dict[str, Any]:
+def lung_cropped(datasets: dict[str, Any], crop: CropSettings | None,
+                 stages: Any | Sequence[Any], batch_size: int = 32) -> dict[str, Any]:
     """Every split cropped to its lungs (option 4) when ``crop`` is set, else unchanged; the
-    fallbacks (whole image kept) are logged per split as ``data/crop_fallbacks_<split>``."""
+    fallbacks (whole image kept) are logged per split as ``data/crop_fallbacks_<split>`` to
+    the stage run (or each of the stage runs)."""
     if crop is None:
         return datasets
     stage_fn = CropToLungs(crop.padding, crop.min_crop_ratio)
     out = {name: map_stage(ds, stage_fn, batch_size).materialize()
            for name, ds in datasets.items()}
-    stage.log_metrics({
+    fallbacks = {
         f"data/crop_fallbacks_{name}": float(
             ds.select_columns([C.CROP_FALLBACK]).to_pandas()[C.CROP_FALLBACK].sum())
-        for name, ds in out.items()})
+        for name, ds in out.items()}
+    for stage in stages if isinstance(stages, list | tuple) else [stages]:
+        stage.log_metrics(fallbacks)
     return out
 
 
@@ -289,79 +291,155 @@ def finetune_cell(settings: FinetuneSettings, datasets: dict[str, Any], stage: A
                   callbacks: Sequence[Any] = ()) -> FinetuneOutcome:
     """Fine-tune on a label fraction at every lr of the recipe's grid, keep the lr (and,
     within a run, the epoch) with the best validation score, and evaluate that model on the
-    test split.
+    test split: :func:`finetune_cells` with one cell.
 
     ``pretrained`` is a pretraining checkpoint folder; ``init_weights`` a local weights file
     for the Transfer baseline (what loaded is logged as ``transfer_weights.json``); neither =
     From Scratch. ``callbacks`` go to the ``TorchTrainer`` (Ray Train ``UserCallback`` s).
     The grid's scores are logged as ``val/lr_grid.json``; the selection as ``val/base_lr``.
     """
+    return finetune_cells(settings, datasets, [FinetuneCell(fraction, mode, stage)], scaling,
+                          pretrained, init_weights, callbacks)[0]
+
+
+@dataclass(frozen=True)
+class FinetuneCell:
+    """One cell of :func:`finetune_cells`: a label fraction, ``full`` fine-tuning or
+    ``linear_probe``, and the stage run its metrics and artifacts go to."""
+
+    fraction: float
+    mode: str
+    stage: Any
+
+
+def finetune_cells(settings: FinetuneSettings, datasets: dict[str, Any],
+                   cells: Sequence[FinetuneCell], scaling: ScalingSettings,
+                   pretrained: Path | None, init_weights: TransferSettings | None = None,
+                   callbacks: Sequence[Any] = (), desc: str | None = None
+                   ) -> list[FinetuneOutcome]:
+    """Fine-tune one initialisation on several cells (label fractions x modes, each at every
+    lr of the recipe's grid) in ONE Ray Train run (:func:`finetune_cells_loop`): a
+    ``TorchTrainer`` launch costs 15-30 s on 2 CPUs, more than a quick cell's training.
+    Each (cell, lr) trains as it would alone (seeded afresh, its own optimizer, schedule and
+    step budget); rank 0 predicts the test split with its selected epoch. Per cell, the lr
+    with the best validation score is kept (the first on ties), and its test metrics, the
+    label-fraction ids, the lr grid's scores and the selection go to the cell's stage run.
+
+    Returns one :class:`FinetuneOutcome` per cell, in order.
+    """
+    if not cells:
+        return []
+    stages = [cell.stage for cell in cells]
     datasets = lung_cropped({k: datasets[k] for k in ("train", "val", "test")}, settings.crop,
-                            stage)
-    subset, ids = label_fraction_subset(datasets["train"], fraction, settings.seed)
-    stage.log_dict({"fraction": fraction, "ids": ids}, "label_fraction_ids.json")
-    train = train_view(subset).materialize()
+                            stages)
+    fractions = list(dict.fromkeys(cell.fraction for cell in cells))
+    train: dict[str, Any] = {}
+    for k, fraction in enumerate(fractions):
+        subset, ids = label_fraction_subset(datasets["train"], fraction, settings.seed)
+        train[f"train_{k}"] = train_view(subset).materialize()
+        for cell in cells:
+            if cell.fraction == fraction:
+                cell.stage.log_dict({"fraction": fraction, "ids": ids},
+                                    "label_fraction_ids.json")
+    rows = {key: ds.count() for key, ds in train.items()}
     head, recipe = settings.head, settings.recipe
     transfer = init_weights if init_weights and init_weights.weights else None
     if transfer is not None:
         report = transfer_report(settings.model, transfer)
-        stage.log_dict(dataclasses.asdict(report), "transfer_weights.json")
-        stage.set_tags({"transfer_weights": report.summary()})
-    val = train_view(datasets["val"]).materialize()
-    rates = recipe.lr_grid or (settings.finetune.optim.base_lr,)
+        for stage in stages:
+            stage.log_dict(dataclasses.asdict(report), "transfer_weights.json")
+            stage.set_tags({"transfer_weights": report.summary()})
+    rates = [float(r) for r in (recipe.lr_grid or (settings.finetune.optim.base_lr,))]
     if len(rates) > 1 and not recipe.select_on:
-        raise ValueError(f"recipe.lr_grid {list(rates)} needs recipe.select_on (the validation "
+        raise ValueError(f"recipe.lr_grid {rates} needs recipe.select_on (the validation "
                          "metric that picks the learning rate)")
-    grid: dict[float, float] = {}
-    best: tuple[float, float, torch.nn.Module] | None = None  # only the best model is kept
-    budget = step_budget(settings.finetune, train.count(), scaling.num_workers,
-                         recipe.min_steps)
-    for base_lr in rates:
-        stage_settings = dataclasses.replace(
-            budget, optim=dataclasses.replace(budget.optim, base_lr=float(base_lr)))
-        loop_config = {
-            **stage_loop_config(stage_settings, settings.seed, train.count(),
-                                scaling.num_workers, stage),
-            "model": dataclasses.asdict(settings.model),
-            "pretrained": str(pretrained) if pretrained else None,
-            "init_weights": dataclasses.asdict(transfer) if transfer else None,
-            "mode": mode,
-            "head": dataclasses.asdict(head),
-            "recipe": dataclasses.asdict(recipe),
-            "shuffle_buffer": recipe.shuffle_buffer,
-            "select_on": recipe.select_on,
-            # many short epochs (a 10 % fraction): validate and checkpoint ~REPORTS times
-            "report_every": max(1, stage_settings.epochs // REPORTS),
-        }
-        if len(rates) > 1:  # one MLflow curve per lr: the stage's run is shared
-            loop_config["tracking"] = None
-        with EpochProgress(stage.name + (f" lr {base_lr:g}" if len(rates) > 1 else ""),
-                           stage_settings.epochs) as progress:
-            trainer = build_trainer(
-                finetune_loop, {**loop_config, "progress": progress.queue},
-                {"train": train, "val": val}, scaling=scaling,
-                storage_path=Path(settings.storage_dir),
-                name=f"finetune-{stage.run_id[:8]}-lr{base_lr:g}", callbacks=callbacks,
-            )
-            model = fit_and_load(trainer, build_classifier(
-                {**loop_config, "pretrained": None, "init_weights": None}), "fine-tuning")
-        score = (selection_score(model, val, head, recipe.select_on) if recipe.select_on
-                 else float("nan"))
-        grid[float(base_lr)] = score
-        if best is None or (not np.isnan(score) and not score <= best[1]):
-            best = (float(base_lr), score, model)
-    assert best is not None  # rates is never empty
-    base_lr, score, model = best
-    if len(rates) > 1:
-        stage.log_dict({str(k): v for k, v in grid.items()}, "val/lr_grid.json")
-    probs, targets = predict(model, train_view(datasets["test"]), 64, head.multilabel)
-    metrics = classification_metrics(probs, targets, multilabel=head.multilabel,
-                                     class_names=head.class_names)
-    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number)}
-    stage.log_metrics({**{f"test/{k}": v for k, v in numeric.items()}, "val/base_lr": base_lr,
-                       **({f"val/selected_{recipe.select_on}": score}
-                          if recipe.select_on else {})})
-    return FinetuneOutcome(numeric, probs, targets, base_lr, score, grid)
+    loop_cells, index = [], []
+    for position, cell in enumerate(cells):
+        key = f"train_{fractions.index(cell.fraction)}"
+        budget = step_budget(settings.finetune, rows[key], scaling.num_workers,
+                             recipe.min_steps)
+        for base_lr in rates:
+            stage_settings = dataclasses.replace(
+                budget, optim=dataclasses.replace(budget.optim, base_lr=base_lr))
+            loop_cell = {
+                **stage_loop_config(stage_settings, settings.seed, rows[key],
+                                    scaling.num_workers, cell.stage),
+                "train": key, "mode": cell.mode,
+                # many short epochs (a 10 % fraction): validate and checkpoint ~REPORTS times
+                "report_every": max(1, stage_settings.epochs // REPORTS),
+            }
+            if len(rates) > 1:  # one MLflow curve per lr: the stage's run is shared
+                loop_cell["tracking"] = None
+            loop_cells.append(loop_cell)
+            index.append((position, base_lr))
+    shared = {
+        "model": dataclasses.asdict(settings.model),
+        "pretrained": str(pretrained) if pretrained else None,
+        "init_weights": dataclasses.asdict(transfer) if transfer else None,
+        "head": dataclasses.asdict(head),
+        "recipe": dataclasses.asdict(recipe),
+        "shuffle_buffer": recipe.shuffle_buffer,
+        "select_on": recipe.select_on,
+        "inject_failure": settings.finetune.inject_failure,
+    }
+    # materialized before the run: inside it, a lazy projection would wait for a CPU that the
+    # Train workers (and, in a sweep, the other trials' workers) hold
+    test = train_view(datasets["test"]).materialize()
+    with EpochProgress(desc or stages[0].name, sum(c["epochs"] for c in loop_cells)
+                       ) as progress:
+        trainer = build_trainer(
+            finetune_cells_loop, {**shared, "cells": loop_cells, "progress": progress.queue},
+            {**train, "val": train_view(datasets["val"]).materialize(), "test": test},
+            scaling=scaling, storage_path=Path(settings.storage_dir),
+            name=f"finetune-{stages[0].run_id[:8]}", split_datasets=tuple(train),
+            callbacks=callbacks)
+        results = fit_cells(trainer, len(loop_cells), "fine-tuning")
+    outcomes = []
+    for position, cell in enumerate(cells):
+        best: tuple[float, float, dict[str, Any]] | None = None
+        grid: dict[float, float] = {}
+        for result, (owner, base_lr) in zip(results, index, strict=True):
+            if owner != position:
+                continue
+            score = float("nan") if result["val_score"] is None else float(result["val_score"])
+            grid[base_lr] = score
+            if best is None or (not np.isnan(score) and not score <= best[1]):
+                best = (base_lr, score, result)
+        assert best is not None  # rates is never empty
+        base_lr, score, result = best
+        if len(rates) > 1:
+            cell.stage.log_dict({str(k): v for k, v in grid.items()}, "val/lr_grid.json")
+        probs, targets = result["probs"].numpy(), result["targets"].numpy()
+        metrics = classification_metrics(probs, targets, multilabel=head.multilabel,
+                                         class_names=head.class_names)
+        numeric = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, int | float | np.number)}
+        cell.stage.log_metrics({**{f"test/{k}": v for k, v in numeric.items()},
+                                "val/base_lr": base_lr,
+                                **({f"val/selected_{recipe.select_on}": score}
+                                   if recipe.select_on else {})})
+        outcomes.append(FinetuneOutcome(numeric, probs, targets, base_lr, score, grid))
+    return outcomes
+
+
+def fit_cells(trainer: Any, count: int, what: str) -> list[dict[str, Any]]:
+    """Run a :func:`~medmask.train._loop.run_cells` trainer; every cell's result, in order,
+    from its last checkpoint.
+
+    Raises:
+        RuntimeError: the run reported no checkpoint, or not every cell's result (with Ray's
+            error, if any).
+    """
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{what} reported no checkpoint (error: {result.error})")
+    with result.checkpoint.as_directory() as directory:
+        done = load_checkpoint(directory).get("cells_done") or {}
+    missing = [i for i in range(count) if i not in done]
+    if missing:
+        raise RuntimeError(f"{what} finished without the results of cells {missing} of "
+                           f"{count} (error: {result.error})")
+    return [done[i] for i in range(count)]
 
 
 def step_budget(stage: StageSettings, rows: int, workers: int, min_steps: int
@@ -375,18 +453,6 @@ def step_budget(stage: StageSettings, rows: int, workers: int, min_steps: int
     optim = dataclasses.replace(stage.optim,
                                 warmup_epochs=stage.optim.warmup_epochs * epochs / stage.epochs)
     return dataclasses.replace(stage, epochs=epochs, optim=optim)
-
-
-def selection_score(model: torch.nn.Module, val: Any, head: HeadSettings,
-                    select_on: str) -> float:
-    """The validation ``select_on`` score of a fitted model (the lr grid's criterion)."""
-    probs, targets = predict(model, val, 64, head.multilabel)
-    scores = classification_metrics(probs, targets, multilabel=head.multilabel,
-                                    class_names=head.class_names)
-    if select_on not in scores:
-        raise ValueError(f"select_on={select_on!r} is not a validation metric; valid: "
-                         f"{sorted(k for k, v in scores.items() if isinstance(v, float))}")
-    return float(scores[select_on])
 
 
 def transfer_report(model: ModelSettings, init_weights: TransferSettings) -> Any:

@@ -9,13 +9,15 @@ fraction and mode; From Scratch is fine-tuned with the same recipe and lr grid; 
 baseline is fitted on the same labelled images. The results table has one row per arm x mode
 x fraction: means over seeds, and the paired difference to From Scratch (same mode and
 fraction; the shortcut against full fine-tuning) with its bootstrap interval over test images
-(:func:`medmask.eval.paired_bootstrap`) and each seed's difference.
+(:func:`medmask.eval.paired_bootstrap`) and each seed's difference. All the fine-tuning
+cells of one arm and seed (fractions x modes x lr grid) train in one Ray Train run.
 Pretraining checkpoints are cached by a hash of everything that determines them, so fine-tuning
 at several label fractions, and later sweeps, reuse one pretraining run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -38,7 +40,8 @@ from medmask.train._settings import (
     TransferSettings,
 )
 from medmask.train._stages import (
-    finetune_cell,
+    FinetuneCell,
+    finetune_cells,
     label_fraction_subset,
     log_masking_statistics,
     pretraining_summary,
@@ -122,20 +125,14 @@ def seed_cells(settings: MimSettings, tracker: Any, study: Any, label: str, mask
         with tracker.trial(name, parent=study, tags=arm_tags) as trial:
             checkpoint, extra = pretrain_stage(arm_settings, datasets, tracker, trial, arm_tags,
                                                masks)
-            for fraction in settings.fractions:
-                for mode in settings.modes:
-                    cells.append(finetune_stage(arm_settings, datasets, tracker, trial,
-                                                arm_tags, arm, checkpoint, fraction, mode,
-                                                extra))
+            cells.extend(finetune_stages(arm_settings, datasets, tracker, trial, arm_tags, arm,
+                                         checkpoint, settings.modes, extra))
     for method, init_weights in baseline_methods(settings.baselines):
         method_tags = {**tags, "strategy": method}
         with tracker.trial(run_name(method, seed=seed), parent=study, tags=method_tags) as trial:
             modes = settings.modes if init_weights is None else ("full",)
-            for fraction in settings.fractions:
-                for mode in modes:
-                    cells.append(finetune_stage(settings, datasets, tracker, trial, method_tags,
-                                                method, None, fraction, mode, {},
-                                                init_weights=init_weights))
+            cells.extend(finetune_stages(settings, datasets, tracker, trial, method_tags,
+                                         method, None, modes, {}, init_weights=init_weights))
     if settings.controls.shortcut and not settings.head.multilabel:
         with tracker.trial(run_name(SHORTCUT, seed=seed), parent=study,
                            tags={**tags, "strategy": SHORTCUT}) as trial:
@@ -166,22 +163,29 @@ def pretrain_stage(settings: MimSettings, datasets: dict[str, Any], tracker: Any
     return checkpoint, extra
 
 
-def finetune_stage(settings: MimSettings, datasets: dict[str, Any], tracker: Any, trial: Any,
-                   tags: dict[str, Any], method: str, checkpoint: Any, fraction: float,
-                   mode: str, extra: dict[str, float],
-                   init_weights: TransferSettings | None = None) -> Cell:
-    """One fine-tuning cell in its own stage run."""
-    name = f"finetune-{mode}-frac{fraction * 100:g}"
-    with tracker.stage(name, parent=trial, tags={**tags, "fraction": fraction, "mode": mode}
-                       ) as stage:
-        outcome = finetune_cell(settings.finetuning(), datasets, stage, settings.scaling,
-                                checkpoint, fraction, mode, init_weights=init_weights)
-    if settings.head.multilabel:
-        correct = ((outcome.probs > 0.5) == (outcome.targets > 0.5)).mean(1)
-    else:
-        correct = outcome.correct
-    return Cell(method, mode, fraction, settings.seed, outcome.metrics, correct,
-                {**extra, "base_lr": outcome.base_lr})
+def finetune_stages(settings: MimSettings, datasets: dict[str, Any], tracker: Any,
+                    trial: Any, tags: dict[str, Any], method: str, checkpoint: Any,
+                    modes: Sequence[str], extra: dict[str, float],
+                    init_weights: TransferSettings | None = None) -> list[Cell]:
+    """Every fine-tuning cell of one initialisation (label fractions x ``modes``), each in its
+    own stage run, trained together in one Ray Train run (:func:`finetune_cells`)."""
+    specs = [(fraction, mode) for fraction in settings.fractions for mode in modes]
+    with contextlib.ExitStack() as stack:
+        cells = [FinetuneCell(fraction, mode, stack.enter_context(tracker.stage(
+            f"finetune-{mode}-frac{fraction * 100:g}", parent=trial,
+            tags={**tags, "fraction": fraction, "mode": mode}))) for fraction, mode in specs]
+        outcomes = finetune_cells(settings.finetuning(), datasets, cells, settings.scaling,
+                                  checkpoint, init_weights=init_weights,
+                                  desc=f"fine-tune {method}")
+    out = []
+    for (fraction, mode), outcome in zip(specs, outcomes, strict=True):
+        if settings.head.multilabel:
+            correct = ((outcome.probs > 0.5) == (outcome.targets > 0.5)).mean(1)
+        else:
+            correct = outcome.correct
+        out.append(Cell(method, mode, fraction, settings.seed, outcome.metrics, correct,
+                        {**extra, "base_lr": outcome.base_lr}))
+    return out
 
 
 def shortcut_cell(settings: MimSettings, datasets: dict[str, Any], trial: Any,

@@ -31,6 +31,15 @@ class ScalingSettings:
     # minutes on a small CPU)
     channels_last: bool | None = None
     compile: bool = False
+    # torch CPU threads in each Train worker (None: Ray's default, the CPUs the worker
+    # reserves: 1 thread for a 1-CPU worker, which leaves a laptop's other cores idle while it
+    # trains; the experiments' cluster.torch_threads=auto gives each worker its share of the
+    # machine's cores)
+    torch_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.torch_threads is not None and int(self.torch_threads) < 1:
+            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads!r}")
 
 
 def build_trainer(
@@ -55,7 +64,8 @@ def build_trainer(
     from ray.train.torch import TorchTrainer
 
     loop_config = {**loop_config, "device_options": {"channels_last": scaling.channels_last,
-                                                     "compile": scaling.compile}}
+                                                     "compile": scaling.compile,
+                                                     "torch_threads": scaling.torch_threads}}
     resources = dict(scaling.resources_per_worker)
     if not scaling.use_gpu:
         resources.pop("GPU", None)
