@@ -67,7 +67,7 @@ def logistic_probabilities(train_x: np.ndarray, train_y: np.ndarray, test_x: np.
     mean, std = train_x.mean(0), train_x.std(0) + 1e-8
     xs = torch.from_numpy((train_x - mean) / std).double()
     xt = torch.from_numpy((test_x - mean) / std).double()
-    ys = torch.from_numpy(np.asarray(train_y)).long()
+    ys = torch.as_tensor(np.array(train_y, dtype=np.int64))  # a copy: Ray hands read-only arrays
     cut = len(xs) * 4 // 5
     scores = []
     for l2 in l2_grid:
