@@ -129,15 +129,16 @@ def scaling_settings(cluster: DictConfig) -> dict[str, Any]:
 
 def torch_threads(cluster: DictConfig) -> int | None:
     """``cluster.torch_threads``: null (Ray's default: a Train worker runs as many torch
-    threads as the CPUs it reserves), an int, or ``auto``: on a local Ray (address null),
-    each worker's share of the machine's cores (``num_cpus`` or all of them): the stages of a
-    study train one at a time, so a 1-CPU worker would leave the other cores idle; elsewhere
-    Ray's default."""
+    threads as the CPUs it reserves), an int, or ``auto``: on a local Ray (address null and no
+    ``RAY_ADDRESS``, i.e. not a ``ray job submit`` job), each worker's share of the machine's
+    cores (``num_cpus`` or all of them): the stages of a study train one at a time, so a 1-CPU
+    worker would leave the other cores idle; on a cluster Ray's default (its nodes' cores are
+    not the driver's)."""
     value = cluster.get("torch_threads")
     if value is None:
         return None
     if value == "auto":
-        if cluster.get("address") is not None:
+        if cluster.get("address") is not None or os.environ.get("RAY_ADDRESS"):
             return None
         cores = int(cluster.get("num_cpus") or len(os.sched_getaffinity(0)))
         return max(1, cores // max(1, int(cluster.num_workers)))

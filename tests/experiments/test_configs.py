@@ -83,7 +83,11 @@ def test_torch_threads_give_each_worker_its_share_of_the_cores(monkeypatch) -> N
     cluster = cfg.cluster
     assert cluster.torch_threads == "auto"
     monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1, 2, 3})
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert scaling_settings(cluster)["torch_threads"] == 4
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # a `ray job submit` job: the cluster's
+    assert scaling_settings(cluster)["torch_threads"] is None
+    monkeypatch.delenv("RAY_ADDRESS")
     settings = mim_settings(cfg)
     assert settings.scaling.torch_threads == 4
     assert shared_threads(settings, 2).scaling.torch_threads == 2  # two trials at once
