@@ -319,7 +319,7 @@ def finetune_cells(settings: FinetuneSettings, datasets: dict[str, Any],
                    ) -> list[FinetuneOutcome]:
     """Fine-tune one initialisation on several cells (label fractions x modes, each at every
     lr of the recipe's grid) in ONE Ray Train run (:func:`finetune_cells_loop`): a
-    ``TorchTrainer`` launch costs 15-30 s on 2 CPUs, more than a quick cell's training.
+    ``TorchTrainer`` launch costs 15-30 s on 2 CPUs, a large share of a quick cell's 30-90 s.
     Each (cell, lr) trains as it would alone (seeded afresh, its own optimizer, schedule and
     step budget); rank 0 predicts the test split with its selected epoch. Per cell, the lr
     with the best validation score is kept (the first on ties), and its test metrics, the
