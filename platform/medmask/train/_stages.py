@@ -110,10 +110,10 @@ def train_view(dataset: Any) -> Any:
 
 
 def lung_cropped(datasets: dict[str, Any], crop: CropSettings | None,
-                 stages: Any | Sequence[Any], batch_size: int = 32) -> dict[str, Any]:
+                 stages: Sequence[Any], batch_size: int = 32) -> dict[str, Any]:
     """Every split cropped to its lungs (option 4) when ``crop`` is set, else unchanged; the
     fallbacks (whole image kept) are logged per split as ``data/crop_fallbacks_<split>`` to
-    the stage run (or each of the stage runs)."""
+    each of the stage runs ``stages``."""
     if crop is None:
         return datasets
     stage_fn = CropToLungs(crop.padding, crop.min_crop_ratio)
@@ -123,7 +123,7 @@ def lung_cropped(datasets: dict[str, Any], crop: CropSettings | None,
         f"data/crop_fallbacks_{name}": float(
             ds.select_columns([C.CROP_FALLBACK]).to_pandas()[C.CROP_FALLBACK].sum())
         for name, ds in out.items()}
-    for stage in stages if isinstance(stages, list | tuple) else [stages]:
+    for stage in stages:
         stage.log_metrics(fallbacks)
     return out
 
@@ -179,7 +179,7 @@ def run_pretraining(settings: PretrainSettings, datasets: dict[str, Any], stage:
         return cache.entry(key)
     probe = probe_datasets(datasets, settings) if settings.probe.every else {}
     datasets = lung_cropped({"train": pretraining_images(datasets), **probe}, settings.crop,
-                            stage)
+                            [stage])
     train = train_view(datasets.pop("train")).materialize()
     stage.log_metrics({"data/pretrain_images": float(train.count())})
     loop_config = {
