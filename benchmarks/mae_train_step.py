@@ -4,7 +4,8 @@ One training step = forward (``model(images, mask)``) + the masked-mean loss (RG
 backward + AdamW step (RGMIM Table 1 betas/decay), on one CPU thread by default, for the same
 model, batch and images at both ratios. MAE's encoder runs on the visible patches only, so at
 ratio 0.75 it processes a quarter of the tokens; the decoder always sees all N. Target: step
-time ratio (0.75 / 0.0) <= 0.45.
+time ratio (0.75 / 0.0) <= 0.33 at ViT-S/16 224 px, MAE's own 3x (raised from 0.45 when 0.379
+was measured).
 
 Usage::
 
@@ -32,6 +33,7 @@ from medmask.masking import random_mask  # noqa: E402
 from medmask.models import create_model, masked_mean_loss  # noqa: E402
 
 DEFAULT_MODELS = ("mae_vit_tiny_64:32", "mae_vit_small_224:8")
+TARGET = 0.33
 
 
 class StepRunner:
@@ -116,9 +118,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"step {medians[ratio] * 1e3:9.1f} ms (min {min(runner.step_times) * 1e3:8.1f}, "
                   f"AdamW {optimizer_ms:6.1f})  {batch / medians[ratio]:8.1f} images/s")
         speed = medians[masked_ratio] / medians[reference_ratio]
-        verdict = "meets" if speed <= 0.45 else "MISSES"
+        verdict = "meets" if speed <= TARGET else "MISSES"
         print(f"{name:<20} step time ratio {masked_ratio} / {reference_ratio} = {speed:.3f} "
-              f"({verdict} the <= 0.45 target)")
+              f"({verdict} the <= {TARGET} target)")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Issue section 6: B = 256 images of 224 px (N = 196) and of 518 px (the 1370-patc
 torch / OpenCV / BLAS pinned to one thread. Every method is timed against two references in
 the same run: a straightforward per-image loop, and the floor = one MAE-style argsort
 sampling (+ one memory copy of the organ maps for region-guided, which must read the maps
-once and sample once). Targets: region-guided within 2x of its floor; sampling from
+once and sample once). Targets: region-guided within 1.25x of its floor (raised from 2x
+when 1.56x was measured); sampling from
 per-patch scores (``sample_from_scores``, AHM's building block) within 1.5x of the argsort.
 
 Timings interleave the methods round by round; the table reports the minimum over rounds
@@ -145,7 +146,7 @@ def main() -> None:
             "random_mask / argsort": best["random_mask"] / argsort,
             "random per-image loop / random_mask": best["random: per-image loop"]
             / best["random_mask"],
-            "region_guided / floor (target <= 2)": best["region_guided_mask"] / floor,
+            "region_guided / floor (target <= 1.25)": best["region_guided_mask"] / floor,
             "region-guided loop / region_guided": best["region-guided: per-image loop"]
             / best["region_guided_mask"],
             "sample_from_scores / argsort (target <= 1.5)": best["sample_from_scores"] / argsort,

@@ -4,7 +4,10 @@ per-batch functions on the same PNG files (target: Ray at 2 CPUs >= 0.85x the 2-
 The work is the real pipeline's: decode + resize (``DecodeImages``) -> rule-based lungs
 (``AddOrgans``) -> region-guided masks (``MaskImages("rgmim")``), batches of 16 files. Ray runs
 it as the study does (``manifest_dataset`` + ``build_dataset``, materialized); the pool maps the
-three functions over the manifest's batches and gathers the arrays in the parent. Every process
+three functions over the manifest's batches and gathers the arrays in the parent (``pool``:
+through the pool's pipes, what a user writes first; ``pool-shm``: the workers write the
+per-pixel arrays into shared memory the parent allocated and return only the small columns,
+the fast version of the same pool, as Ray's object store is shared memory). Every process
 runs one library thread (``cv2.setNumThreads(1)``, torch threads 1, OMP/MKL 1). Each
 measurement is a fresh process (``--run``): 1-CPU runs are pinned to one core with
 ``taskset -c 0`` (the whole Ray cluster: driver, raylet, workers; or the pool and its
@@ -16,8 +19,8 @@ Also, on a 2-CPU Ray: the manifest reader (``from_pandas`` + ``DecodeImages``) a
 ``ray.data.read_images`` and against ``read_binary_files`` + ``cv2.imdecode`` in
 ``map_batches`` (each followed by the same organ and mask stages).
 
-    python benchmarks/ray_data_vs_pool.py --quick     # 192 images, 1 round: a few minutes
-    python benchmarks/ray_data_vs_pool.py             # 3,072 images, 5 rounds (>= 30 s each)
+    python benchmarks/ray_data_vs_pool.py --quick     # 512 images, 1 round: a few minutes
+    python benchmarks/ray_data_vs_pool.py             # 4,608 images, 5 rounds (>= 30 CPU-s each)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 SIZE, BATCH, RATIO, PATCH = 224, 16, 0.75, 16
+KINDS = (("ray", 2), ("pool", 2), ("pool-shm", 2), ("ray", 1), ("pool", 1), ("pool-shm", 1))
 
 
 def tree_cpu_s() -> float:
@@ -77,11 +81,20 @@ def stages() -> list[Any]:
     return [DecodeImages(SIZE), AddOrgans(), MaskImages("rgmim", RATIO, PATCH)]
 
 
-def _pool_init() -> None:
+_SHARED: dict[str, np.ndarray] = {}  # pool-shm: this worker's views of the parent's arrays
+
+
+def _pool_init(layout: dict[str, tuple[str, tuple[int, ...], str]] | None = None) -> None:
+    from multiprocessing import shared_memory
+
     import torch
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    for column, (name, shape, dtype) in (layout or {}).items():
+        block = shared_memory.SharedMemory(name=name)
+        _SHARED[column] = np.ndarray(shape, dtype, buffer=block.buf)
+        _SHARED[f"_{column}_block"] = block  # keep the mapping alive
 
 
 def _pool_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -90,25 +103,55 @@ def _pool_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return batch
 
 
+def _pool_batch_shared(item: tuple[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """pool-shm: the per-pixel arrays go to shared memory at the batch's rows."""
+    start, batch = item
+    out = _pool_batch(batch)
+    for column in [c for c in _SHARED if not c.startswith("_")]:
+        values = out.pop(column)
+        _SHARED[column][start:start + len(values)] = values
+    return out
+
+
 def manifest_batches(manifest: Any) -> list[dict[str, np.ndarray]]:
     table = manifest[["id", "path"]].astype(str)
     return [{c: table[c].to_numpy()[lo:lo + BATCH] for c in table.columns}
             for lo in range(0, len(table), BATCH)]
 
 
-def run_pool(manifest: Any, cpus: int, passes: int) -> list[tuple[float, float]]:
+def run_pool(manifest: Any, cpus: int, passes: int, shared: bool = False
+             ) -> list[tuple[float, float]]:
     import multiprocessing
+    from multiprocessing import shared_memory
 
     batches = manifest_batches(manifest)
-    with multiprocessing.get_context("forkserver").Pool(cpus, initializer=_pool_init) as pool:
-        pool.map(_pool_batch, batches[: 2 * cpus])  # warm-up: start workers, import
-        results = []
-        for _ in range(passes):
-            cpu, start = tree_cpu_s(), time.perf_counter()
-            out = pool.map(_pool_batch, batches, chunksize=1)
-            wall = time.perf_counter() - start
-            assert sum(len(b["id"]) for b in out) == len(manifest)
-            results.append((wall, tree_cpu_s() - cpu))
+    blocks, layout = [], None
+    if shared:  # one array per per-pixel column, shaped from one batch computed here
+        sample = _pool_batch(dict(batches[0]))
+        layout = {}
+        for column, values in sample.items():
+            if values.dtype != object and values.ndim > 1:
+                shape = (len(manifest), *values.shape[1:])
+                blocks.append(shared_memory.SharedMemory(
+                    create=True, size=int(np.prod(shape)) * values.dtype.itemsize))
+                layout[column] = (blocks[-1].name, shape, values.dtype.str)
+    work = ([(i * BATCH, b) for i, b in enumerate(batches)], _pool_batch_shared) if shared \
+        else (batches, _pool_batch)
+    try:
+        with multiprocessing.get_context("forkserver").Pool(
+                cpus, initializer=_pool_init, initargs=(layout,)) as pool:
+            pool.map(work[1], work[0][: 2 * cpus])  # warm-up: start workers, import
+            results = []
+            for _ in range(passes):
+                cpu, start = tree_cpu_s(), time.perf_counter()
+                out = pool.map(work[1], work[0], chunksize=1)
+                wall = time.perf_counter() - start
+                assert sum(len(b["id"]) for b in out) == len(manifest)
+                results.append((wall, tree_cpu_s() - cpu))
+    finally:
+        for block in blocks:
+            block.close()
+            block.unlink()
     return results
 
 
@@ -118,8 +161,10 @@ def ray_pass(manifest: Any, cpus: int, reader: str = "manifest", root: str = "")
     from medmask.preprocess import build_dataset, configure_data_context, manifest_dataset
 
     configure_data_context()
+    # no task cap (``concurrency`` None), as the study and experiments/preprocess.py run it: a
+    # cap equal to the CPUs measured 218-250 images/s against 263-287 without (4,608 PNGs)
     if reader == "manifest":
-        source = manifest_dataset(manifest, SIZE, batch_size=BATCH, concurrency=cpus)
+        source = manifest_dataset(manifest, SIZE, batch_size=BATCH)
     elif reader == "read_images":
         source = ray.data.read_images(root, mode="L", size=(SIZE, SIZE), include_paths=True)
         source = source.map_batches(ToImageRows(), batch_size=BATCH, batch_format="numpy")
@@ -127,7 +172,7 @@ def ray_pass(manifest: Any, cpus: int, reader: str = "manifest", root: str = "")
         source = ray.data.read_binary_files(root, include_paths=True).map_batches(
             DecodeBytes(), batch_size=BATCH, batch_format="numpy")
     dataset = build_dataset(source, strategy="rgmim", ratio=RATIO, patch_size=PATCH,
-                            batch_size=BATCH, concurrency=cpus).materialize()
+                            batch_size=BATCH).materialize()
     return dataset.count()
 
 
@@ -161,13 +206,16 @@ def run_ray(manifest: Any, cpus: int, passes: int, readers: tuple[str, ...], roo
             ) -> dict[str, list[tuple[float, float]]]:
     import ray
 
+    from medmask.preprocess import TASK_ROWS
+
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": ONE_THREAD})
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         results: dict[str, list[tuple[float, float]]] = {}
         for reader in readers:
-            ray_pass(manifest.head(4 * BATCH * cpus), cpus, reader, root)  # warm-up
+            # warm-up: two tasks per CPU, so every worker has started and imported
+            ray_pass(manifest.head(2 * cpus * TASK_ROWS), cpus, reader, root)
             results[reader] = []
             for _ in range(passes):
                 cpu, start = tree_cpu_s(), time.perf_counter()
@@ -186,8 +234,8 @@ def measure(args: argparse.Namespace) -> None:
 
     cv2.setNumThreads(1)
     manifest = load_manifest("folder", args.root)
-    if args.run == "pool":
-        result = {"pool": run_pool(manifest, args.cpus, args.passes)}
+    if args.run in ("pool", "pool-shm"):
+        result = {args.run: run_pool(manifest, args.cpus, args.passes, args.run == "pool-shm")}
     else:
         readers = tuple(args.readers.split(","))
         result = run_ray(manifest, args.cpus, args.passes, readers, args.root)
@@ -214,11 +262,11 @@ def load_line() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=3072)
+    parser.add_argument("--images", type=int, default=4608)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="192 images, 1 round")
+    parser.add_argument("--quick", action="store_true", help="512 images, 1 round")
     parser.add_argument("--no-readers", action="store_true", help="skip the reader comparison")
-    parser.add_argument("--run", choices=("ray", "pool"), help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=("ray", "pool", "pool-shm"), help=argparse.SUPPRESS)
     parser.add_argument("--cpus", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--root", default="", help=argparse.SUPPRESS)
     parser.add_argument("--passes", type=int, default=1, help=argparse.SUPPRESS)
@@ -228,7 +276,7 @@ def main() -> None:
         measure(args)
         return
     if args.quick:
-        args.images, args.rounds = 192, 1
+        args.images, args.rounds = 512, 1
     from ray_data_preprocess import write_phantom_folder
 
     with tempfile.TemporaryDirectory(prefix="medmask-pool-bench-") as tmp:
@@ -239,20 +287,22 @@ def main() -> None:
         walls: dict[str, list[float]] = {}
         cpus: dict[str, list[float]] = {}
         for round_ in range(args.rounds):
-            for kind, n in (("ray", 2), ("pool", 2), ("ray", 1), ("pool", 1)):
-                wall, cpu = launch(kind, n, root, 1)[kind if kind == "pool" else "manifest"][0]
+            for kind, n in KINDS:
+                wall, cpu = launch(kind, n, root, 1)["manifest" if kind == "ray" else kind][0]
                 walls.setdefault(f"{kind}{n}", []).append(wall)
                 cpus.setdefault(f"{kind}{n}", []).append(cpu)
-                print(f"  round {round_ + 1}: {kind:<4} {n} CPU {wall:6.2f} s "
+                print(f"  round {round_ + 1}: {kind:<8} {n} CPU {wall:6.2f} s "
                       f"({args.images / wall:6.1f} images/s, {1e3 * cpu / args.images:5.1f} "
                       f"CPU-ms/image); {load_line()}", flush=True)
         rate = {k: args.images / statistics.median(v) for k, v in walls.items()}
         per_image = {k: 1e3 * statistics.median(v) / args.images for k, v in cpus.items()}
-        for key in ("ray2", "pool2", "ray1", "pool1"):
-            print(f"{key:<5}: {rate[key]:7.1f} images/s, {per_image[key]:5.1f} CPU-ms/image "
+        for key in rate:
+            print(f"{key:<9}: {rate[key]:7.1f} images/s, {per_image[key]:5.1f} CPU-ms/image "
                   "(median)")
         print(f"ray / pool : {rate['ray2'] / rate['pool2']:.2f}x at 2 CPUs (target >= 0.85)")
+        print(f"ray / pool-shm : {rate['ray2'] / rate['pool-shm2']:.2f}x at 2 CPUs")
         print(f"pool 2 vs 1: {rate['pool2'] / rate['pool1']:.2f}x   "
+              f"pool-shm 2 vs 1: {rate['pool-shm2'] / rate['pool-shm1']:.2f}x   "
               f"ray 2 vs 1: {rate['ray2'] / rate['ray1']:.2f}x")
         if not args.no_readers:
             readers = launch("ray", 2, root, 1, "manifest,read_images,read_binary_files")

@@ -7,10 +7,12 @@ parallel), the organ stage, the mask stage with its counted fallbacks, and the s
 - :func:`study_splits`: train/val/test Ray datasets for any ``data`` config (the studies).
 - :func:`source_dataset`, :func:`build_dataset`: one dataset -> organs -> validity -> masks
   (``experiments/preprocess.py``); :func:`pipeline_counts`, :func:`drop_flagged`.
-- :func:`phantom_dataset`, :func:`manifest_dataset`, :func:`map_stage`: the building blocks.
+- :func:`phantom_dataset`, :func:`manifest_dataset`, :func:`map_stage`: the building blocks
+  (:func:`manifest_blocks`: a manifest's rows per Ray task, at least :data:`TASK_ROWS`).
 """
 
 from medmask.preprocess._pipeline import (
+    TASK_ROWS,
     AddOrgans,
     CropToLungs,
     GeneratePhantoms,
@@ -19,6 +21,7 @@ from medmask.preprocess._pipeline import (
     configure_data_context,
     drop_flagged,
     finite_heatmaps,
+    manifest_blocks,
     manifest_dataset,
     map_stage,
     phantom_dataset,
@@ -45,6 +48,8 @@ __all__ = [
     "build_dataset",
     "drop_flagged",
     "finite_heatmaps",
+    "TASK_ROWS",
+    "manifest_blocks",
     "manifest_dataset",
     "map_stage",
     "phantom_dataset",
