@@ -8,7 +8,8 @@ parallel), the organ stage, the mask stage with its counted fallbacks, and the s
 - :func:`source_dataset`, :func:`build_dataset`: one dataset -> organs -> validity -> masks
   (``experiments/preprocess.py``); :func:`pipeline_counts`, :func:`drop_flagged`.
 - :func:`phantom_dataset`, :func:`manifest_dataset`, :func:`map_stage`: the building blocks
-  (:func:`manifest_blocks`: a manifest's rows per Ray task, at least :data:`TASK_ROWS`).
+  (:func:`manifest_blocks`: how many Ray tasks a manifest is cut into, blocks of at least
+  :data:`TASK_ROWS` rows).
 """
 
 from medmask.preprocess._pipeline import (
