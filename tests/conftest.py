@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,15 +24,44 @@ def ray_session() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        for attempt in range(2):  # Ray gives its raylet a fixed 30 s: a loaded machine retries
+            try:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                break
+            except Exception as error:  # Ray raises a bare Exception here
+                if "timed out during startup" not in str(error) or attempt:
+                    raise
+                ray.shutdown()
     yield
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty sqlite MLflow store with MLflow's schema, created once for the session.
+
+    Creating a store runs MLflow's database migrations: 2-10 s each, paid by every test that
+    starts a fresh store. A copy of this file is the same empty store (the Default experiment
+    only), ready at once.
+    """
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()  # creates and migrates the schema
+    return path
+
+
+def fresh_store(template: Path, path: Path) -> str:
+    """A fresh empty sqlite MLflow store at ``path`` (a copy of the template); its URI."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
-def mlflow_uri(tmp_path: Path) -> str:
-    """A fresh local sqlite MLflow store for one test."""
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def mlflow_uri(tmp_path: Path, mlflow_template: Path) -> str:
+    """A fresh local sqlite MLflow store for one test (a copy of the session's template)."""
+    return fresh_store(mlflow_template, tmp_path / "mlflow.db")
 
 
 def pytest_configure(config: pytest.Config) -> None:

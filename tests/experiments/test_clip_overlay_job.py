@@ -40,11 +40,11 @@ def test_quick_default_composes_into_valid_settings():
     assert list(cfg.clip_overlay.seeds) == [0, 1, 2] and cfg.clip_overlay.clip_folder is None
 
 
-def test_a_tiny_run_fills_the_grid_and_logs_it(tmp_path):
+def test_a_tiny_run_fills_the_grid_and_logs_it(tmp_path, mlflow_uri):
     sys.path.insert(0, str(ROOT / "experiments"))
     import clip_overlay
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri  # a fresh store, schema ready
     result = clip_overlay.run(_cfg([*TINY, f"tracking.uri={uri}",
                                     f"cache_dir={tmp_path / 'cache'}"]))
     assert len(result.grid) == 10 and len(result.layout()) == 5

@@ -33,13 +33,13 @@ def test_quick_default_composes_into_valid_settings():
     assert cfg.grounding.checkpoint is None and cfg.grounding.controls
 
 
-def test_a_given_checkpoint_is_scored_and_logged(tmp_path):
+def test_a_given_checkpoint_is_scored_and_logged(tmp_path, mlflow_uri):
     sys.path.insert(0, str(ROOT / "experiments"))
     import grounding
 
     data = PhantomData(size=32, n_train=16, n_test=8)
     fitted = fitted_classifier(data, FitSettings(epochs=1, batch_size=8), tmp_path / "cache")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri  # a fresh store, schema ready
     cfg = _cfg([f"grounding.checkpoint={fitted.path}", "data.size=32", "data.n_test=8",
                 "eval.params.bootstrap=50", f"tracking.uri={uri}"])
     scores = grounding.run(cfg)
@@ -64,7 +64,7 @@ def test_non_phantom_data_and_bad_settings_fail_before_compute():
         grounding.run(_cfg(["eval.params.seeds=[0,1]"]))
 
 
-def test_a_classifier_is_loaded_from_an_mlflow_run(tmp_path):
+def test_a_classifier_is_loaded_from_an_mlflow_run(tmp_path, mlflow_uri):
     sys.path.insert(0, str(ROOT / "experiments"))
     import grounding
 
@@ -72,7 +72,7 @@ def test_a_classifier_is_loaded_from_an_mlflow_run(tmp_path):
 
     data = PhantomData(size=32, n_train=16, n_test=8)
     fitted = fitted_classifier(data, FitSettings(epochs=1, batch_size=8), tmp_path / "cache")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri  # a fresh store, schema ready
     tracker = Tracker(uri, "medmask")
     with tracker.study("earlier") as earlier:
         earlier.log_artifact(fitted.path / "checkpoint.pt", "mae-random/classifier")

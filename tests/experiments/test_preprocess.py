@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.e2e
-def test_preprocess_rgmim_writes_parquet_gallery_and_mlflow_runs(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_preprocess_rgmim_writes_parquet_gallery_and_mlflow_runs(tmp_path, mlflow_uri):
+    uri = mlflow_uri  # a fresh store, schema ready
     out = tmp_path / "out"
     cmd = [
         sys.executable, str(ROOT / "experiments" / "preprocess.py"),

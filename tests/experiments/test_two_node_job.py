@@ -128,7 +128,8 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_node_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def two_node_job(tmp_path_factory: pytest.TempPathFactory,
+                 mlflow_template: Path) -> Iterator[dict[str, Any]]:
     """Start the two nodes, submit the job, stop the nodes; the job's output and stores."""
     start = time.monotonic()
     tmp = tmp_path_factory.mktemp("two-node")
@@ -147,6 +148,7 @@ def two_node_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
          f"--ray-client-server-port={_free_port()}", f"--temp-dir={temps[0]}",
          *_node_ports(taken)],
         env=env, stdout=logs[0], stderr=subprocess.STDOUT, start_new_session=True, cwd="/tmp")]
+    shutil.copyfile(mlflow_template, tmp / "mlflow.db")  # a fresh store, schema ready
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     try:
         _wait_for_dashboard(url, nodes[0])

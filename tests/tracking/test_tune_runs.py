@@ -3,7 +3,7 @@ closing the runs an interrupted trial left open."""
 
 from mlflow.tracking import MlflowClient
 
-from medmask.tracking import KIND_TAG, PARENT_TAG, Tracker, tune_trial_run
+from medmask.tracking import KIND_TAG, PARENT_TAG, SUPERSEDED_TAG, Tracker, tune_trial_run
 
 
 def test_trial_run_nests_under_the_study_with_its_name(mlflow_uri):
@@ -43,3 +43,18 @@ def test_reopen_and_close_stale(mlflow_uri):
     assert client.get_run(study.run_id).info.status == "FINISHED"
     assert tracker.close_stale("ray_trial_id", "abc_00001") == []
     del stage_ctx, trial_ctx
+
+
+def test_a_trial_run_again_supersedes_its_finished_first_attempt(mlflow_uri):
+    """Tune re-runs a trial whose function finished as the sweep was interrupted: the first
+    attempt's finished run is ended KILLED and tagged superseded, so one finished run remains;
+    without ``superseded`` (Tune's on-complete callback) finished runs are left alone."""
+    tracker = Tracker(mlflow_uri, "tune-superseded")
+    with tracker.study("s") as study:
+        with tracker.trial("t", parent=study, tags={"ray_trial_id": "abc_00002"}) as first:
+            pass
+        assert tracker.close_stale("ray_trial_id", "abc_00002") == []
+        assert tracker.close_stale("ray_trial_id", "abc_00002", superseded=True) == [
+            first.run_id]
+    run = MlflowClient(mlflow_uri).get_run(first.run_id)
+    assert run.info.status == "KILLED" and run.data.tags[SUPERSEDED_TAG] == "true"

@@ -1,14 +1,16 @@
 """A tiny masking-ratio sweep end to end against a real MLflow server on 127.0.0.1.
 
-2 strategies x 3 ratios x 1 seed, 1 + 1 epochs of the tiny ViT on 64-px phantoms. The sweep is
-interrupted (SIGINT, as Ctrl+C) once two trials have finished and then restored with
-``Tuner.restore``: the finished trials are not run again, and the MLflow run tree holds
-exactly one finished study, six trials and twelve stages, read back through the client.
+2 strategies x 2 ratios x 1 seed, 1 + 1 epochs of the tiny ViT on 64-px phantoms, two trials
+at a time. The sweep is interrupted (SIGINT, as Ctrl+C) once the first two trials have
+finished, while the next two have just started, and then restored with ``Tuner.restore``: the
+finished trials are not run again, the interrupted ones are, and the MLflow run tree holds
+exactly one finished study, four trials and eight stages, read back through the client.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +31,7 @@ from medmask.tune import Concurrency, SweepSpec, run_sweep
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny import STRATEGIES, tiny_settings  # noqa: E402
 
-RATIOS = [0.3, 0.6, 0.9]
+RATIOS = [0.3, 0.6]
 
 
 def _free_port() -> int:
@@ -39,9 +41,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory,
+                  mlflow_template: Path) -> Iterator[str]:
     """``mlflow server`` with a sqlite backend in a temp folder, on a free local port."""
     root = tmp_path_factory.mktemp("mlflow-server")
+    shutil.copyfile(mlflow_template, root / "mlflow.db")  # a fresh store, schema ready
     port = _free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
                str(port), "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
@@ -64,7 +68,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield uri
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server's own process group only
-        server.wait(timeout=30)
+        try:  # its workers shut down gracefully for up to 30 s: a throwaway store does not need it
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
         log.close()
 
 
@@ -95,7 +103,7 @@ def test_sweep_logs_run_tree_to_server_and_resumes(ray_session, mlflow_server, t
     interrupt = InterruptAfter(2, tmp_path / "interrupted")
 
     first = run_sweep(settings, spec, tracker, callbacks=[interrupt], **kwargs)
-    assert not first.restored and 2 <= len(first.trials) < 6
+    assert not first.restored and 2 <= len(first.trials) < 4
     done_first = set(first.trials["trial"])
     client = MlflowClient(mlflow_server)
     finished_ids = {
@@ -117,7 +125,7 @@ def test_sweep_logs_run_tree_to_server_and_resumes(ray_session, mlflow_server, t
         by_kind[run.data.tags[KIND_TAG]].append(run)
     (study,) = by_kind["study"]
     trials = {r.info.run_name: r for r in by_kind["trial"]}
-    assert len(by_kind["trial"]) == 6 and set(trials) == expected
+    assert len(by_kind["trial"]) == 4 and set(trials) == expected
     for name, run_id in finished_ids.items():  # finished before the interruption: not re-run
         assert trials[name].info.run_id == run_id
     assert all(r.data.tags[PARENT_TAG] == study.info.run_id for r in trials.values())
@@ -137,8 +145,8 @@ def test_sweep_logs_run_tree_to_server_and_resumes(ray_session, mlflow_server, t
 
     stages = [r for r in by_kind["stage"] if r.data.tags[PARENT_TAG] in
               {t.info.run_id for t in trials.values()}]
-    assert len(stages) == 12
-    assert sorted(r.info.run_name for r in stages) == ["finetune"] * 6 + ["pretrain"] * 6
+    assert len(stages) == 8
+    assert sorted(r.info.run_name for r in stages) == ["finetune"] * 4 + ["pretrain"] * 4
     pretrain = next(r for r in stages if r.info.run_name == "pretrain"
                     and r.data.tags[PARENT_TAG] == trial.info.run_id)
     assert [m.step for m in client.get_metric_history(pretrain.info.run_id, "train/loss")] == [0]
@@ -151,5 +159,5 @@ def test_sweep_logs_run_tree_to_server_and_resumes(ray_session, mlflow_server, t
     assert {"trials.csv", "summary.csv", "accuracy_vs_ratio.png"} <= files
     summary = pd.read_csv(client.download_artifacts(study.info.run_id, "summary.csv",
                                                     str(tmp_path)))
-    assert len(summary) == 6 and set(summary["strategy"]) == {"random", "rgmim"}
+    assert len(summary) == 4 and set(summary["strategy"]) == {"random", "rgmim"}
     assert sorted(set(summary["ratio"])) == RATIOS and (summary["n"] == 1).all()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "medmask.kind"
+SUPERSEDED_TAG = "medmask.superseded"  # a finished run whose trial Tune ran again after a restore
 MAX_PARAM_CHARS = 6000  # MLflow 3's limit on a param value
 PARAMS_PER_BATCH = 100  # MLflow's limit on params per log_batch call
 DEFAULT_DB = "mlruns.db"
@@ -366,13 +367,24 @@ class Tracker:
         with ended_as_it_ends(run, lambda status: self.client.set_terminated(run_id, status)):
             yield run
 
-    def close_stale(self, tag: str, value: str, status: str = "KILLED") -> list[str]:
+    def close_stale(self, tag: str, value: str, status: str = "KILLED", *,
+                    superseded: bool = False) -> list[str]:
         """End the still-RUNNING runs tagged ``tag=value`` and their RUNNING descendants.
 
         A resumed Tune trial calls this with its trial id: the run its interrupted first
-        attempt left open is closed (``KILLED``), so each trial has one finished run.
+        attempt left open is closed (``KILLED``), so each trial has one finished run. With
+        ``superseded``, a FINISHED run tagged ``tag=value`` is ended ``status`` too and tagged
+        :data:`SUPERSEDED_TAG`: a trial whose function finished just as the sweep was
+        interrupted, before Tune recorded it, is run again by ``Tuner.restore``, and the new
+        attempt's run is the trial's one finished run.
         """
-        stale = self._running(f"tags.`{tag}` = '{value}'")
+        query = f"tags.`{tag}` = '{value}'"
+        stale = self._running(query)
+        if superseded:
+            for run in self.client.search_runs([self.experiment_id], query):
+                if run.info.status == "FINISHED":
+                    self.client.set_tag(run.info.run_id, SUPERSEDED_TAG, "true")
+                    stale.append(run.info.run_id)
         closed = []
         while stale:
             run_id = stale.pop()

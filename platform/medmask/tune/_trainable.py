@@ -103,7 +103,9 @@ def sweep_trial(config: dict[str, Any], base: MimSettings, context: dict[str, An
     tracker = Tracker(context["uri"], context["experiment"])
     study = tracker.get(context["study_run_id"])
     trial_id = tune.get_context().get_trial_id()
-    closed = tracker.close_stale(TRIAL_ID_TAG, trial_id)  # runs of an interrupted attempt
+    # the runs of an earlier attempt: left open by an interruption, or finished just as the
+    # sweep was interrupted (before Tune recorded it, so Tuner.restore runs the trial again)
+    closed = tracker.close_stale(TRIAL_ID_TAG, trial_id, superseded=True)
     if closed:
         log.info("trial %s resumed: closed %d stale run(s) of its first attempt", name,
                  len(closed))
