@@ -82,7 +82,8 @@ def run(cfg: DictConfig) -> Any:
 
     settings, spec = sweep_settings(cfg)
     tracker = make_tracker(cfg.tracking)  # fails fast (or falls back) before any compute
-    init_ray(cfg.cluster)
+    # quiet as the other entry points: workers' and RLlib's chatter to logs (verbose=true)
+    init_ray(cfg.cluster, verbose=bool(cfg.get("verbose", False)))
     stopper = None
     if cfg.sweep.get("time_budget_s"):
         from ray.tune.stopper import TimeoutStopper
