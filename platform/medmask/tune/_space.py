@@ -84,7 +84,8 @@ class SweepSpec:
         plot: ``line`` (metric vs x, one line per group) or ``bars`` (the guide's comparison
             summary: mean metric per group, one bar per x, std error bars).
         smoke: label the table and plot a smoke run (tiny models).
-        baseline: the ``group`` value the bars sweep's comparison table is relative to.
+        baseline: the ``group`` value the bars sweep's comparison table and the grounding
+            table's paired differences are relative to.
         probe_every: the convergence probe of every trial's pretraining every this many
             epochs (the base ``probe.every`` when None; needs multi-label findings).
         trial: what a trial runs (:data:`TRIAL_KINDS`): ``mim`` (fine-tune + test metrics)

@@ -301,9 +301,10 @@ def _log_comparison(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: An
 def _summarize_grounding(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) -> None:
     """The grounding score per strategy over its seeds, with a bootstrap interval over the
     images of every seed (:func:`grounding_by_strategy`), as a table and a plot."""
-    table = grounding_by_strategy(trials, spec.group, DIFFERENCES)
+    table = grounding_by_strategy(trials, spec.group, DIFFERENCES, baseline=spec.baseline)
     print(f"\ngrounding score per {spec.group} (mean over seeds, 95% bootstrap interval over "
-          f"images within each seed):\n{table.to_string(index=False)}\n", flush=True)
+          f"images within each seed; diff_vs_{spec.baseline}: paired over the same seeds and "
+          f"test images):\n{table.to_string(index=False)}\n", flush=True)
     table.to_csv(path / GROUNDING_CSV, index=False)
     study.log_table(table, GROUNDING_CSV)
     figure = grounding_plot(table, spec.group, title=spec.name)
