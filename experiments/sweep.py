@@ -4,10 +4,13 @@
     python experiments/sweep.py sweep.space.ratio=[0.15,0.3,0.45,0.6,0.75,0.9]   # RGMIM Table 3
     python experiments/sweep.py sweep=label_fraction                              # RGMIM Table 2
     python experiments/sweep.py sweep=ahm_share_one_policy sweep.strategies.ahm.policy_checkpoint=P
+    python experiments/sweep.py sweep=grounding       # random / RGMIM / AHM encoders x 3 seeds
     python experiments/sweep.py tracking=server tracking.uri=http://127.0.0.1:5000 cluster=ray
 
 Each trial fits the pretraining and fine-tuning TorchTrainers (medmask.tune); an interrupted
-sweep continues when the same command runs again (Tuner.restore, finished trials kept).
+sweep continues when the same command runs again (Tuner.restore, finished trials kept). AHM
+trials without sweep.strategies.ahm.policy_checkpoint get a policy trained (cached) before the
+trials with the `policy` settings (configs/rl, overridden in configs/sweep.yaml).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import init_ray, log, make_tracker, mlflow_summary, to_dict  # noqa: E402
 from _mim import mim_settings  # noqa: E402
 
-from medmask.train import MimSettings, ScalingSettings
+from medmask.train import MimSettings, PolicySettings, ScalingSettings, settings_from_dict
 from medmask.tune import (
     Concurrency,
     SweepSpec,
@@ -41,8 +44,16 @@ def sweep_settings(cfg: DictConfig) -> tuple[MimSettings, Any]:
         raise ValueError(f"sweeps run on data=phantom for now, got data={cfg.data.name}")
     settings = mim_settings(cfg)
     spec = SweepSpec.from_dict(to_dict(cfg.sweep))
-    validate_sweep(settings, spec)
+    validate_sweep(settings, spec, train_policies=policy_settings(cfg) is not None)
     return settings, spec
+
+
+def policy_settings(cfg: DictConfig) -> PolicySettings | None:
+    """The AHM policy the sweep trains for AHM trials without a ``policy_checkpoint``
+    (``policy``: configs/rl with the sweep's budget); None where the config has none."""
+    if cfg.get("policy") is None:
+        return None
+    return settings_from_dict(PolicySettings, to_dict(cfg.policy), "policy")
 
 
 def concurrency(cluster: DictConfig, scaling: ScalingSettings) -> Any:
@@ -71,7 +82,8 @@ def run(cfg: DictConfig) -> Any:
 
     settings, spec = sweep_settings(cfg)
     tracker = make_tracker(cfg.tracking)  # fails fast (or falls back) before any compute
-    init_ray(cfg.cluster)
+    # quiet as the other entry points: workers' and RLlib's chatter to logs (verbose=true)
+    init_ray(cfg.cluster, verbose=bool(cfg.get("verbose", False)))
     stopper = None
     if cfg.sweep.get("time_budget_s"):
         from ray.tune.stopper import TimeoutStopper
@@ -83,7 +95,7 @@ def run(cfg: DictConfig) -> Any:
     result = run_sweep(
         settings, spec, tracker, storage_dir=Path(cfg.sweep_dir), concurrency=parallel,
         resume=str(cfg.sweep.resume), stopper=stopper,
-        log_checkpoints=bool(cfg.sweep.log_checkpoints),
+        log_checkpoints=bool(cfg.sweep.log_checkpoints), policy=policy_settings(cfg),
     )
     where = f" (tracking server {tracker.unreachable_uri} was unreachable)" \
         if tracker.unreachable_uri else ""

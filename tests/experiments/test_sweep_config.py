@@ -38,13 +38,20 @@ def test_label_fraction_sweeps_fractions():
     assert spec.x == "fraction" and spec.space["fraction"] == [0.1, 0.5, 1.0]
 
 
-def test_ahm_share_one_policy_needs_a_policy_checkpoint(tmp_path):
-    with pytest.raises(ValueError, match="policy_checkpoint"):
-        sweep_experiment.sweep_settings(_compose("sweep=ahm_share_one_policy"))
+def test_ahm_share_one_policy_takes_a_given_policy_or_trains_one(tmp_path):
     policy = tmp_path / "policy.pt"
     _, spec = sweep_experiment.sweep_settings(_compose(
         "sweep=ahm_share_one_policy", f"sweep.strategies.ahm.policy_checkpoint={policy}"))
     assert spec.x == "random_share" and spec.space["random_share"][0] == 0.0
+    cfg = _compose("sweep=ahm_share_one_policy")  # no checkpoint: the sweep trains one
+    settings, spec = sweep_experiment.sweep_settings(cfg)
+    from medmask.tune import policy_reconstructions
+
+    assert len(policy_reconstructions(settings, spec)) == 1  # one policy for every p
+    assert sweep_experiment.policy_settings(cfg).random_share == 0.3
+    cfg.policy = None  # without policy settings an AHM trial still needs a checkpoint
+    with pytest.raises(ValueError, match="policy_checkpoint"):
+        sweep_experiment.sweep_settings(cfg)
 
 
 def test_unreachable_server_fails_before_ray_starts(monkeypatch):
@@ -80,15 +87,24 @@ def test_seg_guided_ssl_resolves_every_arm_with_one_pretraining_budget():
     assert arms["seg_attention"].model.params["img_size"] == settings.data["size"]
 
 
-def test_grounding_sweeps_random_and_rgmim_at_three_seeds_with_ahm_opt_in(tmp_path):
-    settings, spec = sweep_experiment.sweep_settings(_compose("sweep=grounding"))
+def test_grounding_sweeps_random_rgmim_and_ahm_at_three_seeds_a_policy_per_seed(tmp_path):
+    from medmask.tune import policy_reconstructions
+
+    cfg = _compose("sweep=grounding")
+    settings, spec = sweep_experiment.sweep_settings(cfg)
     assert spec.trial == "grounding" and spec.metric == "grounding_score"
-    assert dict(spec.space) == {"strategy": ["random", "rgmim"], "seed": [0, 1, 2]}
+    assert dict(spec.space) == {"strategy": ["random", "rgmim", "ahm"], "seed": [0, 1, 2]}
+    needed = policy_reconstructions(settings, spec)  # trained before the trials
+    assert sorted(r.seed for r in needed.values()) == [0, 1, 2]
+    assert {r.masking.name for r in needed.values()} == {"random"}
+    assert all(r.model == settings.model for r in needed.values())  # the quick MIM ViT
+    assert sweep_experiment.policy_settings(cfg).budget.time_budget_s <= 300
+    with pytest.raises(ValueError, match="must list its values"):  # no points to train for
+        sweep_experiment.sweep_settings(_compose(
+            "sweep=grounding", "sweep.search=random", "~sweep.space.seed",
+            "+sweep.space.ratio={low:0.5,high:0.8}"))
     assert spec.grounding["eval"]["seeds"] == [0, 1, 2, 3]
     assert spec.grounding["finetune"]["epochs"] == 20
     assert settings.data["variant"] == "classic" and settings.data["n_test"] == 256
-    with pytest.raises(ValueError, match="policy_checkpoint"):
-        sweep_experiment.sweep_settings(_compose("sweep=grounding",
-                                                 "sweep.space.strategy=[random,rgmim,ahm]"))
     _, masking = sweep_experiment.sweep_settings(_compose())
     assert masking.trial == "mim" and masking.metric == "accuracy"

@@ -93,3 +93,20 @@ def test_grounding_by_strategy_averages_the_seeds_and_counts_unscored_ones():
     assert random_row["ci_low"] <= random_row["score"] <= random_row["ci_high"]
     assert rgmim_row["score"] == pytest.approx(-0.2) and rgmim_row["seeds_without_score"] == 1
     assert np.isnan(rgmim_row["seed_sd"])
+
+
+def test_grounding_by_strategy_pairs_each_strategy_with_the_baseline_per_seed_and_image():
+    from medmask.tune._summary import grounding_by_strategy
+
+    trials = pd.DataFrame({
+        "strategy": ["random", "random", "ahm", "ahm", "rgmim"], "seed": [0, 1, 1, 0, 0],
+        "units": [[0.0, 0.2], [0.1, 0.1], [0.4, 0.2], [0.3, 0.1], [0.1, 0.2, 0.3]]})
+    table = grounding_by_strategy(trials, "strategy", "units", resamples=200,
+                                  baseline="random").set_index("strategy")
+    # ahm - random: seed 0 (0.2 - 0.1), seed 1 (0.3 - 0.1), paired on the same seed
+    assert table.loc["ahm", "diff_vs_random"] == pytest.approx((0.1 + 0.2) / 2)
+    assert table.loc["ahm", "diff_ci_low"] <= 0.15 <= table.loc["ahm", "diff_ci_high"]
+    assert np.isnan(table.loc["random", "diff_vs_random"])
+    assert np.isnan(table.loc["rgmim", "diff_vs_random"])  # its images do not pair up
+    assert "diff_vs_random" not in grounding_by_strategy(trials, "strategy", "units",
+                                                         resamples=50).columns

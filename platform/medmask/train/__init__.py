@@ -93,6 +93,7 @@ from medmask.train._settings import (
 from medmask.train._stages import (
     FinetuneCell,
     FinetuneOutcome,
+    dataset_images,
     finetune_cell,
     finetune_cells,
     label_fraction_subset,
@@ -119,6 +120,7 @@ __all__ = [
     "PolicySettings",
     "SegmentationSettings",
     "run_policy_training",
+    "dataset_images",
     "run_segmentation",
     "masks_patches",
     "pretraining_summary",

@@ -605,7 +605,8 @@ def run_policy_training(policy: PolicySettings, ratio: float, seed: int, cache_d
                         train_images: np.ndarray, heldout: np.ndarray, stage: Any
                         ) -> tuple[Path, dict[str, float]]:
     """Train (or reuse the cached) masking policy; returns its cache folder (``policy.pt``,
-    ``history.csv``) and the diagnostics on the held-out images.
+    ``history.csv``) and the diagnostics on the held-out images. The policy masks the patch
+    grid of the reconstruction network (a ViT's patch size, not a layout from the count).
 
     Training checkpoints into ``<entry>.training`` (an interrupted run resumes there); the
     finished policy is stored atomically (:class:`StageCache`). ``policy.checkpoint`` reuses a
@@ -642,7 +643,8 @@ def run_policy_training(policy: PolicySettings, ratio: float, seed: int, cache_d
         algo_config = rl.ahm_appo_config(
             envs.ENV_ID, env_config, mask_ratio=float(ratio),
             images_per_epoch=budget.images_per_epoch, max_epochs=budget.max_epochs,
-            seed=int(seed), **policy.appo_options())
+            seed=int(seed), patch_size=network().grid.patch_size,  # the network's own grid
+            **policy.appo_options())
         work = cache.entry(key).with_name(cache.entry(key).name + ".training")
         work.mkdir(parents=True, exist_ok=True)  # a short budget may end before a checkpoint
         try:

@@ -8,15 +8,21 @@ Public API:
   ``TorchTrainer`` s (:func:`sweep_trial`, Ray's Tune report callback), resumable with
   ``Tuner.restore``, with the MLflow run tree study -> trial -> stage and a summary table and
   plot on the study run.
+- :func:`prepare_policies`: the AHM policies a sweep's AHM trials lack, trained (cached) in
+  the driver before the trials, one per seed's random-mask reconstruction network.
 - :func:`summary_table`, :func:`pivot_text`, :func:`metric_plot`: the end-of-sweep comparison.
 """
 
+from medmask.tune._policies import policy_reconstructions, prepare_policies
 from medmask.tune._space import (
     SWEEP_PARAMS,
     SchedulerSpec,
     SweepSpec,
     grid_points,
+    needs_policy,
     param_space,
+    policy_reconstruction,
+    policy_slot,
     trial_name,
     trial_settings,
     trial_values,
@@ -44,8 +50,13 @@ __all__ = [
     "build_scheduler",
     "grid_points",
     "metric_plot",
+    "needs_policy",
     "param_space",
     "pivot_text",
+    "policy_reconstruction",
+    "policy_reconstructions",
+    "policy_slot",
+    "prepare_policies",
     "pretrain_lock",
     "run_sweep",
     "summary_table",

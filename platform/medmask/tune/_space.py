@@ -22,6 +22,8 @@ from medmask.train import (
     MaskingSettings,
     MimSettings,
     ModelSettings,
+    config_hash,
+    pretrain_settings,
     settings_from_dict,
 )
 
@@ -44,6 +46,8 @@ SEARCH_KINDS = ("grid", "random")
 # in-process classifier -> the grounding protocol (issue 12's sweep=grounding)
 TRIAL_KINDS = ("mim", "grounding")
 AHM = "ahm"
+RANDOM = "random"
+POLICY_CHECKPOINT = "policy_checkpoint"  # a strategy param: the policy.pt an AHM trial loads
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,8 @@ class SweepSpec:
         plot: ``line`` (metric vs x, one line per group) or ``bars`` (the guide's comparison
             summary: mean metric per group, one bar per x, std error bars).
         smoke: label the table and plot a smoke run (tiny models).
-        baseline: the ``group`` value the bars sweep's comparison table is relative to.
+        baseline: the ``group`` value the bars sweep's comparison table and the grounding
+            table's paired differences are relative to.
         probe_every: the convergence probe of every trial's pretraining every this many
             epochs (the base ``probe.every`` when None; needs multi-label findings).
         trial: what a trial runs (:data:`TRIAL_KINDS`): ``mim`` (fine-tune + test metrics)
@@ -200,13 +205,22 @@ def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
 def trial_settings(
     base: MimSettings, params: Mapping[str, Any], strategies: Mapping[str, Any],
     methods: Mapping[str, Mapping[str, Any]] | None = None,
+    *, policies: Mapping[str, str] | None = None, require_policy: bool = True,
 ) -> MimSettings:
     """The base settings with one trial's sweep parameters applied (see :data:`SWEEP_PARAMS`).
+
+    Args:
+        policies: the policies the sweep trained itself (:func:`policy_slot` -> ``policy.pt``,
+            :func:`medmask.tune.prepare_policies`): a strategy that needs a policy and has no
+            ``policy_checkpoint`` takes the one of its slot.
+        require_policy: False only where the sweep will train the missing policies (its
+            settings validated before they exist).
 
     Raises:
         ValueError: for an unknown parameter or strategy, a ``random_share`` on a strategy
             without a random share, a strategy that needs a policy without
-            ``policy_checkpoint``, or several label fractions or modes in one trial.
+            ``policy_checkpoint`` (given or trained by the sweep), or several label fractions
+            or modes in one trial.
     """
     unknown = sorted(set(params) - set(SWEEP_PARAMS))
     if unknown:
@@ -239,8 +253,42 @@ def trial_settings(
     if "mode" in params:
         changes["modes"] = (str(params["mode"]),)
     settings = replace(base, masking=masking, **changes)
-    _check_trial(settings)
+    if policies is not None and needs_policy(settings):
+        settings = _with_trained_policy(settings, policies)
+    _check_trial(settings, require_policy)
     return settings
+
+
+def needs_policy(settings: MimSettings) -> bool:
+    """Whether the trial's strategy needs a trained policy and none is named for it."""
+    masking = settings.masking
+    return ("policy" in strategy_requires(masking.name)
+            and not masking.params.get(POLICY_CHECKPOINT))
+
+
+def policy_reconstruction(settings: MimSettings) -> MimSettings:
+    """The trial whose encoder is the frozen reconstruction network of the policy an AHM
+    trial needs: the same settings (model, patch grid, data, seed, ratio) pretrained with
+    random masks, so that the sweep's own random-mask trial of that seed shares it (the
+    pretraining cache). AHM (IEEE TMI), Sec. IV: the reward network is a MIM model
+    pretrained with random masking."""
+    return replace(settings, masking=MaskingSettings(RANDOM, settings.masking.ratio))
+
+
+def policy_slot(settings: MimSettings) -> str:
+    """What tells apart the policies a sweep trains for its AHM trials: the hash of the
+    reconstruction network's pretraining key (seed, ratio, model and its grid, data, code)."""
+    return config_hash(pretrain_settings(policy_reconstruction(settings).pretraining()))
+
+
+def _with_trained_policy(settings: MimSettings, policies: Mapping[str, str]) -> MimSettings:
+    slot = policy_slot(settings)
+    if slot not in policies:
+        raise ValueError(f"no trained policy for the trial's reconstruction network "
+                         f"(slot {slot}, seed {settings.seed}, ratio {settings.masking.ratio}); "
+                         f"the sweep trained: {sorted(policies)}")
+    params = {**settings.masking.params, POLICY_CHECKPOINT: str(policies[slot])}
+    return replace(settings, masking=replace(settings.masking, params=params))
 
 
 def _method_arm(base: MimSettings, arm: str, methods: Mapping[str, Mapping[str, Any]],
@@ -265,17 +313,17 @@ def _method_arm(base: MimSettings, arm: str, methods: Mapping[str, Mapping[str, 
     return masking, changes
 
 
-def _check_trial(settings: MimSettings) -> None:
+def _check_trial(settings: MimSettings, require_policy: bool = True) -> None:
     for key in ("fractions", "modes"):
         if len(getattr(settings, key)) != 1:
             raise ValueError(f"a sweep trial fine-tunes one label fraction and one mode: set "
                              f"{key} to one value or sweep it, got {key}="
                              f"{list(getattr(settings, key))}")
     name = settings.masking.name
-    if "policy" in strategy_requires(name) and not settings.masking.params.get(
-            "policy_checkpoint"):
+    if require_policy and needs_policy(settings):
         raise ValueError(f"strategy {name} needs a trained policy: set "
-                         f"sweep.strategies.{name}.policy_checkpoint=PATH (saved with medmask.rl)")
+                         f"sweep.strategies.{name}.policy_checkpoint=PATH (saved with "
+                         "medmask.rl), or give the sweep policy settings to train one")
 
 
 def trial_values(settings: MimSettings) -> dict[str, Any]:
@@ -319,9 +367,25 @@ def trial_name(settings: MimSettings, swept: Sequence[str] = ()) -> str:
                     seed=values["seed"], **extra)
 
 
-def validate_sweep(base: MimSettings, spec: SweepSpec) -> int:
-    """Resolve every grid point before any compute; returns the number of grid points."""
+def validate_sweep(base: MimSettings, spec: SweepSpec, *, train_policies: bool = False) -> int:
+    """Resolve every grid point before any compute; returns the number of grid points.
+
+    ``train_policies``: the sweep trains the policies its AHM trials lack (given policy
+    settings); their values must then be listed (a range has no points to train for).
+    """
     points = grid_points(spec)
     for point in points:
-        trial_settings(base, point, spec.strategies, spec.methods)
+        settings = trial_settings(base, point, spec.strategies, spec.methods,
+                                  require_policy=not train_policies)
+        if train_policies and needs_policy(settings):
+            _check_listed(spec)
     return len(points)
+
+
+def _check_listed(spec: SweepSpec) -> None:
+    ranges = sorted(k for k, v in spec.space.items() if isinstance(v, Mapping))
+    if ranges:
+        raise ValueError(f"the sweep trains one AHM policy per reconstruction network before "
+                         f"its trials: sweep.space.{ranges[0]} must list its values, got a "
+                         f"range {dict(spec.space[ranges[0]])} (or give "
+                         "sweep.strategies.ahm.policy_checkpoint=PATH)")

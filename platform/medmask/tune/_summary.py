@@ -154,12 +154,15 @@ def comparison_bars(summary: pd.DataFrame, group: str, x: str, metric: str,
 
 
 def grounding_by_strategy(trials: pd.DataFrame, group: str, units: str,
-                          resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+                          resamples: int = 2000, seed: int = 0,
+                          baseline: str | None = None) -> pd.DataFrame:
     """Per ``group`` value: the grounding score's mean over seeds with a 95% bootstrap
     interval (:func:`medmask.eval.paired_bootstrap` against 0: the images of every seed
     resampled), each seed's score, and the seeds. ``units``: the column holding each trial's
     per-image differences (drop_match - drop_non over the qualifying r); trials where no r
-    qualified (no units) are counted apart."""
+    qualified (no units) are counted apart. With a ``baseline`` value of ``group`` present,
+    each other value also gets its paired difference to it (``diff_vs_<baseline>``, same
+    seeds and test images, :func:`paired_bootstrap`; the seeds both scored)."""
     rows = []
     for name, block in trials.groupby(group, sort=True):
         block = block.sort_values("seed")
@@ -179,7 +182,40 @@ def grounding_by_strategy(trials: pd.DataFrame, group: str, units: str,
             row |= {"score": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
                     "seed_sd": float("nan"), "per_seed": ""}
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if baseline is not None and baseline in set(trials[group]):
+        table = _with_paired_differences(table, trials, group, units, baseline, resamples,
+                                         seed)
+    return table
+
+
+def _with_paired_differences(table: pd.DataFrame, trials: pd.DataFrame, group: str,
+                             units: str, baseline: str, resamples: int, seed: int
+                             ) -> pd.DataFrame:
+    """``table`` with each ``group`` value's paired difference to ``baseline`` (the seeds
+    where both arms scored the same images) and its 95% bootstrap interval."""
+    def by_seed(name: str) -> dict[int, np.ndarray]:
+        block = trials[trials[group] == name]
+        return {int(s): np.asarray(u, np.float64) for s, u in zip(block["seed"], block[units],
+                                                                   strict=True) if len(u)}
+
+    reference = by_seed(baseline)
+    column = f"diff_vs_{baseline}"
+    out = {column: [], "diff_ci_low": [], "diff_ci_high": []}
+    for name in table[group]:
+        arm = by_seed(name)
+        seeds = sorted(s for s in set(arm) & set(reference)
+                       if arm[s].shape == reference[s].shape)
+        if name == baseline or not seeds:
+            values = (float("nan"),) * 3
+        else:
+            difference = paired_bootstrap([arm[s] for s in seeds],
+                                          [reference[s] for s in seeds],
+                                          resamples=resamples, seed=seed)
+            values = (difference.difference, difference.low, difference.high)
+        for key, value in zip(out, values, strict=True):
+            out[key].append(value)
+    return table.assign(**out)
 
 
 def grounding_plot(table: pd.DataFrame, group: str, title: str = "") -> Any:

@@ -22,7 +22,8 @@ import pandas as pd
 from ray.tune import Callback
 
 from medmask.tracking import Tracker
-from medmask.train import MimSettings, ScalingSettings
+from medmask.train import MimSettings, PolicySettings, ScalingSettings
+from medmask.tune._policies import prepare_policies
 from medmask.tune._space import SweepSpec, param_space, trial_settings, trial_values, validate_sweep
 from medmask.tune._summary import (
     comparison_bars,
@@ -89,6 +90,7 @@ def run_sweep(
     stopper: Any = None,
     callbacks: Sequence[Any] = (),
     log_checkpoints: bool = True,
+    policy: PolicySettings | None = None,
 ) -> SweepResult:
     """Run the sweep ``spec`` over the MIM ``settings`` and summarize it.
 
@@ -103,6 +105,10 @@ def run_sweep(
         stopper: an optional Tune ``Stopper`` (e.g. a time budget; the sweep is resumable).
         callbacks: extra Tune callbacks (driver side); saved with the experiment.
         log_checkpoints: log each trial's pretrained checkpoint as an artifact.
+        policy: how the AHM trials without ``policy_checkpoint`` get their policy: trained
+            (or reused from the stage cache) in the driver before the trials, one per seed's
+            random-mask reconstruction network (:func:`prepare_policies`); None: such trials
+            are a ValueError.
     """
     from ray import tune
 
@@ -111,7 +117,7 @@ def run_sweep(
     resume = str(resume).lower()
     if resume not in RESUME_CHOICES:
         raise ValueError(f"resume must be one of {RESUME_CHOICES}, got {resume!r}")
-    n_points = validate_sweep(settings, spec)
+    n_points = validate_sweep(settings, spec, train_policies=policy is not None)
     path = Path(storage_dir).resolve() / spec.name
     restored = resume != "false" and tune.Tuner.can_restore(str(path))
     if resume == "true" and not restored:
@@ -124,7 +130,9 @@ def run_sweep(
     with study_ctx as study:
         if not restored:
             _write_study_id(path, study.run_id)
-            study.log_params({"base": asdict(settings), "sweep": _spec_params(spec)})
+            study.log_params({"base": asdict(settings), "sweep": _spec_params(spec),
+                              **({"ahm_policy": asdict(policy)} if policy else {})})
+        policies = prepare_policies(settings, spec, policy, tracker, study)
         log.info("sweep %s: %d grid point(s) x %d sample(s), %s; experiment %s",
                  spec.name, n_points, spec.num_samples,
                  "restored" if restored else "new", path)
@@ -132,7 +140,8 @@ def run_sweep(
                    "study_run_id": study.run_id, "strategies": dict(spec.strategies),
                    "swept": sorted(spec.space), "sweep": spec.name,
                    "log_checkpoints": log_checkpoints, "methods": dict(spec.methods),
-                   "trial": spec.trial, "grounding": dict(spec.grounding)}
+                   "trial": spec.trial, "grounding": dict(spec.grounding),
+                   "policies": policies}
         trainable = tune.with_resources(
             tune.with_parameters(sweep_trial, base=settings, context=context),
             dict(concurrency.trial_resources or DEFAULT_TRIAL_RESOURCES),
@@ -140,7 +149,7 @@ def run_sweep(
         tuner = _tuner(trainable, spec, path, concurrency, stopper, callbacks, restored,
                        (tracker.uri, tracker.experiment))
         grid = tuner.fit()
-        trials = trial_table(grid, settings, spec)
+        trials = trial_table(grid, settings, spec, policies)
         if len(trials) < len(grid):
             log.warning("%d of %d trial(s) have no test metrics (interrupted, stopped early or "
                         "failed); run the same command again to resume the sweep from %s",
@@ -216,8 +225,10 @@ def build_scheduler(spec: SweepSpec) -> Any:
                      f"got {scheduler.name!r}")
 
 
-def trial_table(grid: Any, settings: MimSettings, spec: SweepSpec) -> pd.DataFrame:
-    """One row per finished trial: its name, compared values and test metrics."""
+def trial_table(grid: Any, settings: MimSettings, spec: SweepSpec,
+                policies: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per finished trial: its name, compared values and test metrics
+    (``policies``: those the sweep trained, :func:`prepare_policies`)."""
     rows = []
     for result in grid:
         metrics = result.metrics or {}
@@ -225,7 +236,7 @@ def trial_table(grid: Any, settings: MimSettings, spec: SweepSpec) -> pd.DataFra
             log.warning("trial %s has no test metrics (error: %s)", result.path, result.error)
             continue
         values = trial_values(trial_settings(settings, result.config, spec.strategies,
-                                             spec.methods))
+                                             spec.methods, policies=policies))
         tests = {k[len("test/"):]: v for k, v in metrics.items() if k.startswith("test/")}
         costs = {k[len(PRETRAIN_SUMMARY_PREFIX):]: v for k, v in metrics.items()
                  if k.startswith(PRETRAIN_SUMMARY_PREFIX)}
@@ -290,9 +301,10 @@ def _log_comparison(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: An
 def _summarize_grounding(trials: pd.DataFrame, spec: SweepSpec, path: Path, study: Any) -> None:
     """The grounding score per strategy over its seeds, with a bootstrap interval over the
     images of every seed (:func:`grounding_by_strategy`), as a table and a plot."""
-    table = grounding_by_strategy(trials, spec.group, DIFFERENCES)
+    table = grounding_by_strategy(trials, spec.group, DIFFERENCES, baseline=spec.baseline)
     print(f"\ngrounding score per {spec.group} (mean over seeds, 95% bootstrap interval over "
-          f"images within each seed):\n{table.to_string(index=False)}\n", flush=True)
+          f"images within each seed; diff_vs_{spec.baseline}: paired over the same seeds and "
+          f"test images):\n{table.to_string(index=False)}\n", flush=True)
     table.to_csv(path / GROUNDING_CSV, index=False)
     study.log_table(table, GROUNDING_CSV)
     figure = grounding_plot(table, spec.group, title=spec.name)

@@ -91,13 +91,15 @@ def sweep_trial(config: dict[str, Any], base: MimSettings, context: dict[str, An
         config: the sampled sweep parameters (``strategy``, ``ratio``, ``seed``, ...).
         base: the MIM settings every trial starts from.
         context: ``uri``, ``experiment``, ``study_run_id``, ``strategies``, ``swept`` and
-            ``log_checkpoints``, and ``trial`` / ``grounding`` (the trial kind and, for
-            ``grounding``, its recipe) (bound with ``tune.with_parameters``).
+            ``log_checkpoints``, ``trial`` / ``grounding`` (the trial kind and, for
+            ``grounding``, its recipe) and ``policies`` (the AHM policies the sweep trained,
+            :func:`~medmask.tune.prepare_policies`) (bound with ``tune.with_parameters``).
     """
     from ray import tune
 
     quiet_data_progress()
-    settings = trial_settings(base, config, context["strategies"], context.get("methods"))
+    settings = trial_settings(base, config, context["strategies"], context.get("methods"),
+                              policies=context.get("policies"))
     name = trial_name(settings, context["swept"])
     values = trial_values(settings)
     tracker = Tracker(context["uri"], context["experiment"])
