@@ -124,14 +124,18 @@ def test_rows_of_autoreset_steps_skip_the_network() -> None:
     obs = torch.rand(4, 1, 32, 32)
     full = module.forward_exploration({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
     used = torch.tensor([True, False, True, False])
-    part = module.forward_exploration({Columns.OBS: obs, C.ACTION_USED: used})[
-        Columns.ACTION_DIST_INPUTS]
+    out = module.forward_exploration({Columns.OBS: obs, C.ACTION_USED: used})
+    part = out[Columns.ACTION_DIST_INPUTS]
     torch.testing.assert_close(part[used], full[used])  # the rows the env uses: unchanged
     assert (part[~used] == 0).all()  # ignored by the env's autoreset: never computed
-    for flags in (torch.zeros(4, dtype=torch.bool), torch.ones(4, dtype=torch.bool)):
-        out = module.forward_inference({Columns.OBS: obs, C.ACTION_USED: flags})
-        expected = full if flags.all() else torch.zeros_like(full)
-        torch.testing.assert_close(out[Columns.ACTION_DIST_INPUTS], expected)
+    assert Columns.ACTIONS not in out  # RLlib's GetActions draws them
+    out = module.forward_inference({Columns.OBS: obs, C.ACTION_USED: torch.ones(4, dtype=bool)})
+    torch.testing.assert_close(out[Columns.ACTION_DIST_INPUTS], full)
+    out = module.forward_exploration({Columns.OBS: obs, C.ACTION_USED: torch.zeros(4, dtype=bool)})
+    torch.testing.assert_close(out[Columns.ACTION_DIST_INPUTS], torch.zeros_like(full))
+    assert out[Columns.ACTIONS].shape == (4, 12)  # placeholders: no draw for ignored actions
+    assert (out[Columns.ACTIONS] == torch.arange(12)).all()
+    assert (out[Columns.ACTION_LOGP] == 0).all()
 
 
 def test_an_env_runner_module_stays_in_eval_mode() -> None:

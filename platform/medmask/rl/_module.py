@@ -254,8 +254,11 @@ class AHMPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
         """Policy logits [B, N] of the EnvRunner's (and inference) forward passes.
 
         Rows with ``ACTION_USED`` False (:class:`~medmask.rl._connector.MarkAutoresetSteps`:
-        the env's next step is an autoreset that ignores the action) get zero logits without
-        running the network; a batch without the column computes every row.
+        the env's next step is an autoreset that ignores the action, and the EnvRunner stores
+        nothing of it) get zero logits without running the network; when no row is used (the
+        AHM vector env's sub-envs act in step), placeholder actions (patches 0..k-1) and
+        log-probs (0) come too, so that RLlib's ``GetActions`` draws nothing. A batch without
+        the column computes every row.
         """
         obs = batch[Columns.OBS]
         used = batch.get(C.ACTION_USED)
@@ -265,7 +268,13 @@ class AHMPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
         logits = obs.new_zeros((len(obs), self.net.grid.num_patches))
         if bool(used.any()):
             logits[used] = self.net.masking_logits(obs[used])
-        return {Columns.ACTION_DIST_INPUTS: logits}
+            return {Columns.ACTION_DIST_INPUTS: logits}
+        count = num_masked(self.net.grid.num_patches, self.mask_ratio)
+        return {
+            Columns.ACTION_DIST_INPUTS: logits,
+            Columns.ACTIONS: torch.arange(count, device=obs.device).expand(len(obs), count),
+            Columns.ACTION_LOGP: obs.new_zeros(len(obs)),
+        }
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         feats = self.net.features(batch[Columns.OBS])
