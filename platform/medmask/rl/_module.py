@@ -118,6 +118,9 @@ class MaskingPolicyNet(nn.Module):
         )
         self.policy_head = self._head(channels, head_depth)
         self.value_head = self._head(channels, head_depth)
+        # channels-last weights make every activation channels-last (the same function):
+        # oneDNN's NCHW kernels for the full-resolution input layer ran 1.3x slower per forward
+        self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MaskingPolicyNet:
