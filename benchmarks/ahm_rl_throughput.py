@@ -2,16 +2,49 @@
 
 The reward of every masking decision is one reconstruction forward (AHM eq. 7), so the bare
 batched forward of the frozen network is the ceiling of the RL loop. Three measurements on the
-same model, images and batch (one thread by default, interleaved rounds, medians):
+same model, images and batch (one thread by default, interleaved rounds):
 
 - ``bare``: ``reconstruction(images, random_masks)`` on batches of ``--batch`` images;
 - ``loop``: the RL loop without RLlib's bookkeeping: the batched vector env (reset, step),
-  the policy forward and the fixed-count AHM sampler, the per-patch rewards back;
+  the policy forward (no grad, as RLlib's) and the fixed-count AHM sampler, the per-patch
+  rewards back;
 - ``rllib``: a real RLlib ``SingleAgentEnvRunner`` (connectors, episodes, the AHM RLModule)
-  sampling the same vector env: what an APPO EnvRunner delivers.
+  sampling the same vector env: what an APPO EnvRunner delivers. Built once, sampled every
+  round.
 
-Targets: ``loop / bare >= 0.5``; a real RLlib EnvRunner ``rllib / bare >= 0.8`` (raised when
-0.72 was measured). Usage::
+Each round times the three on the same 256 images by wall and by CPU time (this process's;
+steadier on a machine shared with other jobs); a ratio is the median over rounds of the
+round's own ratio. Targets: ``loop / bare >= 0.5``; a real RLlib EnvRunner
+``rllib / bare >= 0.8`` (raised when 0.72 was measured).
+
+Measured 2026-12-05 (unet_tiny 64 px, batch 16, 7 rounds, idle 2-core machine, load average
+0.9-1.7; CPU and wall agree there): ``rllib / bare`` 0.58-0.60 before the changes below, 0.73-0.75
+after (``loop / bare`` 0.79-0.83), still short of 0.8. cProfile of ``runner.sample`` (3 x 256
+images, load 0.8), seconds before -> after (share of the total after): total 3.51 -> 2.65;
+reward forward 1.99 -> 1.90 (71.5 %); policy forward 1.02 -> 0.38 (14.2 %); RLlib's GetActions
+(draw + log-prob) 0.14 -> 0.06 (2.4 %); other module-to-env connectors 0.10 -> 0.05 (2.0 %);
+env-to-module 0.05 -> 0.06 (2.1 %); episodes, runner loop, metrics 0.18 -> 0.17 (6.4 %); the
+env besides its forward 0.04 -> 0.04 (1.3 %). What changed:
+
+- RLlib's EnvRunner ran the policy before both steps of every single-decision episode; the
+  second is gymnasium's NEXT_STEP autoreset, which ignores the action.
+  ``medmask.rl.MarkAutoresetSteps`` (env-to-module) marks those rows and the module skips them
+  (placeholder actions, so ``GetActions`` draws nothing either);
+- the EnvRunner's inference-only module stays in eval mode (RLlib switched the ~50 submodules
+  to eval and back on every forward: 2.2 %);
+- ``normalize_actions=False, clip_actions=False`` (RLlib copied the patch indices every step to
+  unsquash nothing);
+- the policy network in channels-last (the full-resolution input layer's oneDNN kernels:
+  11.6 -> 8.6 ms per batch of 16).
+
+What is left: the policy forward costs 0.2 of the reward forward (AHM Table III's network
+at full resolution), which alone caps the ratio at 0.83, and RLlib's per-step bookkeeping
+(connectors and episodes, about 13 %). glibc's malloc also hands the activations' pages back
+to the OS after each forward here (a quarter of the run is system time): with
+``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000`` the bare forward runs
+547 instead of ~370 images/s and the EnvRunner 414 instead of ~280 (ratio 0.73, base 0.64).
+
+Usage::
 
     python benchmarks/ahm_rl_throughput.py                    # unet_tiny at 64 px, batch 16
     python benchmarks/ahm_rl_throughput.py --size 32 --batch 32 --rounds 5

@@ -17,10 +17,12 @@ fixed 4.4 GFLOP (0.139 of the ratio-0 step) and the encoder on a quarter of the 
 forward has no FLOPs beyond the method's: the encoder gathers the visible patches before the
 patch embedding, the decoder scatters the encoder output among the mask tokens, and the
 prediction head's share on visible patches (they carry no loss, but the model reports every
-patch's loss and reconstruction) is 0.2 % of the step. Measured at batch 8 (load average
-4-5.5): 0.373 by wall time, 0.363 by CPU time, AdamW 120-150 ms per step at both ratios; a
-profile puts the rest on the decoder's weight-gradient products (inner dimension B x 197),
-which run at about half the encoder's FLOP rate on this CPU and cost the same at both ratios.
+patch's loss and reconstruction) is 0.2 % of the step. Measured at batch 8, 5 steps: 0.338 by
+wall time and 0.360 by CPU time at load average 1.2-3.1, 0.373 / 0.363 at load 4-5.5; at
+batch 32, 3 steps, 0.392 by wall time and 0.347 by CPU time (load 2.8-5.6); AdamW 58-150 ms
+per step at both ratios. At batch 8 a profile puts the rest on the decoder's weight-gradient
+products (inner dimension B x 197), which run at about half the encoder's FLOP rate on this
+CPU and cost the same at both ratios.
 
 Usage::
 
