@@ -32,6 +32,7 @@ MASK: Final = "mask"  # bool [N] patch mask, True = masked
 MASKED_IMAGE: Final = "masked_image"  # image with the masked patches zeroed
 PATCH_VALID: Final = "patch_valid"  # bool [N] patch validity (overlaps the region of interest)
 PATCH_REWARDS: Final = "patch_rewards"  # float32 [N] AHM per-patch rewards (env info, RL batch)
+ACTION_USED: Final = "action_used"  # bool, RL env-to-module: False = autoreset step
 MASK_SEED: Final = "mask_seed"  # int64 per-image mask seed from (seed, epoch, image key)
 
 # --- flag and statistics columns of the preprocessing stages --------------------------------

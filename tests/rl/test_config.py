@@ -6,7 +6,7 @@ import pytest
 
 import envs
 from medmask.rl import AHMLearner, AHMPolicyModule, ahm_appo_config, step_decay_schedule
-from medmask.rl._connector import AddPatchRewardsFromInfos
+from medmask.rl._connector import AddPatchRewardsFromInfos, MarkAutoresetSteps
 
 
 def _lr_at(schedule: list[list[float]], t: float) -> float:
@@ -45,3 +45,5 @@ def test_config_wires_module_learner_connector_and_vector_env() -> None:
     assert config.lr[0] == [0, 3e-4] and config.lr[2] == [250, 2.7e-4]
     pieces = config._learner_connector(None, None)
     assert isinstance(pieces[0], AddPatchRewardsFromInfos)
+    assert isinstance(config._env_to_module_connector(None, None, None)[0], MarkAutoresetSteps)
+    assert not config.normalize_actions and not config.clip_actions  # patch indices as drawn

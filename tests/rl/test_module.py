@@ -9,6 +9,7 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import TARGET_NETWORK_ACTION_DIST_INPUTS
 
+from medmask import columns as C
 from medmask.masking import PatchGrid, create_mask_strategy
 from medmask.rl import AHMPolicyModule, MaskingPolicyNet, downsampling_stages
 
@@ -115,3 +116,36 @@ def test_module_serves_as_the_ahm_mask_strategy_policy() -> None:
     assert mask.shape == (5, 16) and (mask.sum(dim=1) == 12).all()
     sampled = module.get_exploration_action_dist_cls().from_logits(torch.zeros(2, 16)).sample()
     assert sampled.shape == (2, 12)
+
+
+def test_rows_of_autoreset_steps_skip_the_network() -> None:
+    module = _module()
+    _perturb_output_layers(module)
+    obs = torch.rand(4, 1, 32, 32)
+    full = module.forward_exploration({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    used = torch.tensor([True, False, True, False])
+    out = module.forward_exploration({Columns.OBS: obs, C.ACTION_USED: used})
+    part = out[Columns.ACTION_DIST_INPUTS]
+    torch.testing.assert_close(part[used], full[used])  # the rows the env uses: unchanged
+    assert (part[~used] == 0).all()  # ignored by the env's autoreset: never computed
+    assert Columns.ACTIONS not in out  # RLlib's GetActions draws them
+    out = module.forward_inference({Columns.OBS: obs, C.ACTION_USED: torch.ones(4, dtype=bool)})
+    torch.testing.assert_close(out[Columns.ACTION_DIST_INPUTS], full)
+    out = module.forward_exploration({Columns.OBS: obs, C.ACTION_USED: torch.zeros(4, dtype=bool)})
+    torch.testing.assert_close(out[Columns.ACTION_DIST_INPUTS], torch.zeros_like(full))
+    assert out[Columns.ACTIONS].shape == (4, 12)  # placeholders: no draw for ignored actions
+    assert (out[Columns.ACTIONS] == torch.arange(12)).all()
+    assert (out[Columns.ACTION_LOGP] == 0).all()
+
+
+def test_an_env_runner_module_stays_in_eval_mode() -> None:
+    module = AHMPolicyModule(
+        observation_space=gym.spaces.Box(0.0, 1.0, (1, 32, 32), np.float32),
+        action_space=gym.spaces.MultiDiscrete([16] * 12), inference_only=True,
+        model_config={"channels": 4},
+    )
+    assert not any(m.training for m in module.modules())
+    module.forward_exploration({Columns.OBS: torch.rand(2, 1, 32, 32)})
+    assert not any(m.training for m in module.modules())
+    module.train()  # switched as a whole
+    assert all(m.training for m in module.modules())

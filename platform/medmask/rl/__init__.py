@@ -9,7 +9,8 @@ Public API (AHM, IEEE TMI, section IV; RLlib's APPO on the new API stack):
 - :class:`AHMLearner` and :func:`ahm_pick_loss_terms`: the per-pick actor-critic loss
   (myopic or reward-to-go credit, derived in ``_learner``'s docstring) with one clipped
   importance ratio per pick; :class:`AddPatchRewardsFromInfos` brings the environment's
-  masked-patch losses into the learner's batch.
+  masked-patch losses into the learner's batch; :class:`MarkAutoresetSteps` spares the
+  EnvRunner the policy forward before each autoreset step.
 - :class:`NonFiniteError`: a NaN/inf loss, gradient or reward stops training with its name.
 - :func:`ahm_appo_config`: the APPO config from plain parameters (the paper's schedule);
   :func:`trained_policy_net` copies the learner's network out of a running algorithm.
@@ -24,7 +25,7 @@ Public API (AHM, IEEE TMI, section IV; RLlib's APPO on the new API stack):
 """
 
 from medmask.rl._config import ahm_appo_config, step_decay_schedule, trained_policy_net
-from medmask.rl._connector import AddPatchRewardsFromInfos
+from medmask.rl._connector import AddPatchRewardsFromInfos, MarkAutoresetSteps
 from medmask.rl._diagnostics import policy_diagnostics
 from medmask.rl._distribution import PlackettLuceMask, mask_distribution
 from medmask.rl._learner import (
@@ -74,6 +75,7 @@ __all__ = [
     "AHMLearner",
     "AHMPolicyModule",
     "AddPatchRewardsFromInfos",
+    "MarkAutoresetSteps",
     "MaskingPolicyNet",
     "ahm_appo_config",
     "ahm_mask",

@@ -23,7 +23,7 @@ from ray.rllib.algorithms.appo import APPOConfig
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from medmask.rl._connector import AddPatchRewardsFromInfos
+from medmask.rl._connector import AddPatchRewardsFromInfos, MarkAutoresetSteps
 from medmask.rl._learner import AHMLearner, check_credit
 from medmask.rl._module import AHMPolicyModule, MaskingPolicyNet
 
@@ -119,7 +119,10 @@ def ahm_appo_config(
     return (
         APPOConfig()
         .framework("torch")
-        .environment(env, env_config={**env_config, "mask_ratio": mask_ratio})
+        # MultiDiscrete patch indices: nothing to unsquash or clip (RLlib would copy them per
+        # step to find that out)
+        .environment(env, env_config={**env_config, "mask_ratio": mask_ratio},
+                     normalize_actions=False, clip_actions=False)
         .env_runners(
             num_env_runners=num_env_runners,
             num_envs_per_env_runner=num_envs_per_env_runner,
@@ -129,6 +132,9 @@ def ahm_appo_config(
             # Ray 2.60: with APPO's default pull-based EnvRunnerStateServer the remote
             # EnvRunners returned no samples here (seen on 2 CPUs); push-based sync works.
             use_env_runner_state_server=False,
+            # the policy forward before each NEXT_STEP autoreset step is skipped (half of
+            # the EnvRunner's policy forwards: every episode is one decision)
+            env_to_module_connector=lambda env, spaces, device: [MarkAutoresetSteps()],
         )
         .learners(
             num_learners=0,

@@ -9,6 +9,13 @@ It runs after APPO/IMPALA's ``AddOneTsToEpisodesAndTruncate`` (which RLlib prepe
 Learner pipeline and which duplicates each episode's last observation and info, with
 ``loss_mask`` False), so the appended bootstrap row gets a copy of the last real row's rewards
 and is masked out of the loss.
+
+:class:`MarkAutoresetSteps` is an env-to-module piece for the EnvRunner: with gymnasium's
+NEXT_STEP autoreset (the AHM vector env) every single-decision episode costs two env steps, and
+RLlib's ``SingleAgentEnvRunner`` runs the RLModule before both, although the env ignores the
+action of the autoreset step and the runner stores nothing of it (the new episode starts with
+``add_env_reset``). The piece marks those rows (``ACTION_USED`` False) so that
+:class:`~medmask.rl.AHMPolicyModule` skips their forward pass.
 """
 
 from __future__ import annotations
@@ -53,4 +60,31 @@ class AddPatchRewardsFromInfos(ConnectorV2):
                 batch, C.PATCH_REWARDS, items_to_add=rows, num_items=steps,
                 single_agent_episode=episode,
             )
+        return batch
+
+
+class MarkAutoresetSteps(ConnectorV2):
+    """Adds ``ACTION_USED`` (bool [B]) to the env-to-module batch: False for a done episode.
+
+    A done episode's next env step is gymnasium's NEXT_STEP autoreset: the env ignores the
+    action, and the EnvRunner records neither it nor its model outputs. The module may put
+    anything in those rows (:class:`~medmask.rl.AHMPolicyModule` gives zero logits).
+    """
+
+    def __call__(
+        self,
+        *,
+        rl_module: Any,
+        batch: dict[str, Any],
+        episodes: list[Any],
+        explore: bool | None = None,
+        shared_data: dict | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if C.ACTION_USED in batch:
+            return batch
+        # the same episodes, in the same order, as RLlib's AddObservationsFromEpisodesToBatch
+        for episode in self.single_agent_episode_iterator(episodes, agents_that_stepped_only=True):
+            self.add_batch_item(batch, C.ACTION_USED, item_to_add=np.bool_(not episode.is_done),
+                                single_agent_episode=episode)
         return batch

@@ -36,6 +36,7 @@ from ray.rllib.core.rl_module.apis import (
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
+from medmask import columns as C
 from medmask.masking import PatchGrid, num_masked
 from medmask.rl._distribution import PlackettLuceMask, mask_distribution
 
@@ -117,6 +118,9 @@ class MaskingPolicyNet(nn.Module):
         )
         self.policy_head = self._head(channels, head_depth)
         self.value_head = self._head(channels, head_depth)
+        # channels-last weights make every activation channels-last (the same function):
+        # oneDNN's NCHW kernels for the full-resolution input layer ran 1.3x slower per forward
+        self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MaskingPolicyNet:
@@ -245,11 +249,35 @@ class AHMPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
             chans, grid, channels=int(cfg.get("channels", 16)),
             head_depth=int(cfg.get("head_depth", 3)), trunk=str(cfg.get("trunk", "conv")),
         )
+        if self.inference_only:  # an EnvRunner's copy: never trained (see :meth:`train`)
+            self.eval()
 
     # -- forward passes -------------------------------------------------------------------
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        feats = self.net.features(batch[Columns.OBS])
-        return {Columns.ACTION_DIST_INPUTS: self.net.policy_logits(feats)}
+        """Policy logits [B, N] of the EnvRunner's (and inference) forward passes.
+
+        Rows with ``ACTION_USED`` False (:class:`~medmask.rl._connector.MarkAutoresetSteps`:
+        the env's next step is an autoreset that ignores the action, and the EnvRunner stores
+        nothing of it) get zero logits without running the network; when no row is used (the
+        AHM vector env's sub-envs act in step), placeholder actions (patches 0..k-1) and
+        log-probs (0) come too, so that RLlib's ``GetActions`` draws nothing. A batch without
+        the column computes every row.
+        """
+        obs = batch[Columns.OBS]
+        used = batch.get(C.ACTION_USED)
+        if used is None or bool(used.all()):
+            return {Columns.ACTION_DIST_INPUTS: self.net.masking_logits(obs)}
+        used = torch.as_tensor(used, dtype=torch.bool, device=obs.device)
+        logits = obs.new_zeros((len(obs), self.net.grid.num_patches))
+        if bool(used.any()):
+            logits[used] = self.net.masking_logits(obs[used])
+            return {Columns.ACTION_DIST_INPUTS: logits}
+        count = num_masked(self.net.grid.num_patches, self.mask_ratio)
+        return {
+            Columns.ACTION_DIST_INPUTS: logits,
+            Columns.ACTIONS: torch.arange(count, device=obs.device).expand(len(obs), count),
+            Columns.ACTION_LOGP: obs.new_zeros(len(obs)),
+        }
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         feats = self.net.features(batch[Columns.OBS])
@@ -261,6 +289,19 @@ class AHMPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     def masking_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits z [B, N] (what the ``ahm`` mask strategy draws on)."""
         return self.net.masking_logits(images)
+
+    def train(self, mode: bool = True) -> AHMPolicyModule:
+        """``nn.Module.train``, a no-op when the module is already in ``mode``.
+
+        RLlib's ``forward_exploration`` / ``forward_inference`` call ``eval()`` (and
+        ``train()`` after, when the module was training) on every EnvRunner forward: walks
+        over the network's ~50 submodules each time. An EnvRunner's (inference-only) module
+        starts in eval mode (:meth:`setup`) and keeps it. The modes are switched only here,
+        as a whole, and no layer of the network depends on them (GroupNorm, no dropout).
+        """
+        if bool(mode) == self.training:
+            return self
+        return super().train(mode)
 
     # -- ValueFunctionAPI -----------------------------------------------------------------
     def compute_patch_values(
