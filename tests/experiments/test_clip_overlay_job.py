@@ -72,3 +72,27 @@ def test_non_phantom_data_and_bad_settings_fail_before_compute():
                                          "data.uncertain=ones"]))
     with pytest.raises(ValueError, match="reading must be one of"):
         clip_overlay.run(_cfg(["eval.params.reading=auc"]))
+
+
+def test_mimic_cxr_with_chexmask_runs_the_grid_through_the_experiment(tmp_path, mlflow_uri):
+    """data=mimic_cxr data.root=... chexmask.root=...: a tiny cohort in the published
+    MIMIC-CXR-JPG and CheXmask layouts goes through the experiment's own code path (the
+    phantom CLIP of one epoch; decoded bicubic at data.size)."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import clip_overlay
+
+    from tests.data.fixtures import write_mimic_cohort
+
+    write_mimic_cohort(tmp_path / "mimic", tmp_path / "chexmask", n_patients=16)
+    tiny = [t for t in TINY if not t.startswith("data.")]
+    cfg = _cfg([*tiny, "data=mimic_cxr", f"data.root={tmp_path / 'mimic'}", "data.size=32",
+                f"chexmask.root={tmp_path / 'chexmask'}", "clip_overlay.seeds=[0]",
+                f"tracking.uri={mlflow_uri}", f"cache_dir={tmp_path / 'cache'}"])
+    result = clip_overlay.run(cfg)
+    assert len(result.grid) == 10 and result.images > 0
+    mlflow.set_tracking_uri(mlflow_uri)
+    run = mlflow.search_runs(experiment_names=["medmask"], output_format="list")[0]
+    assert run.data.tags["dataset"] == "mimic_cxr"
+    assert run.data.metrics["data/rows/test"] == result.images
+    assert run.data.metrics["data/mimic_dropped/other_view"] == 32  # the laterals
+    assert "data/labels/Edema/uncertain" in run.data.metrics

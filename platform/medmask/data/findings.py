@@ -178,6 +178,7 @@ def mimic_manifest(settings: FindingsDataSettings) -> tuple[pd.DataFrame, dict[s
     mimic = load_mimic_cxr(root, views=list(settings.views), uncertain="keep",
                            on_missing=settings.on_missing, split=settings.split == "official")
     _count(counts, "mimic_dropped", mimic.attrs.get("dropped", {}))
+    check_patient_disjoint(mimic)  # the official split, before any image is filtered out
     counts["mimic_unlabeled_images"] = float(mimic.attrs.get("unlabeled", 0))
     missing = [f for f in settings.findings if f not in mimic.columns]
     if missing:
@@ -253,13 +254,13 @@ def _mapped_labels(df: pd.DataFrame, settings: FindingsDataSettings,
                    counts: dict[str, float]) -> np.ndarray:
     """[N, K] labels in {0, 1}: 1 positive, 0 negative, -1 -> ``uncertain``, blank ->
     ``blank``; the uncertain and blank values of each finding are counted."""
-    values = df[list(settings.findings)].to_numpy(dtype=np.float64)
+    values = df[list(settings.findings)].to_numpy(dtype=np.float64, copy=True)
     allowed = np.isnan(values) | np.isin(values, (-1.0, 0.0, 1.0))
     if not allowed.all():
         row, col = np.argwhere(~allowed)[0]
-        raise ValueError(f"CheXpert label {settings.findings[col]!r} of study "
-                         f"{df['study_id'].iloc[row]} is {values[row, col]!r}; expected 1, 0, "
-                         "-1 (uncertain) or blank")
+        raise ValueError(f"{settings.root}: CheXpert label {settings.findings[col]!r} of study "
+                         f"{df['study_id'].iloc[row]} is {float(values[row, col])!r}; "
+                         "expected 1, 0, -1 (uncertain) or blank")
     uncertain, blank = values == -1.0, np.isnan(values)
     for k, name in enumerate(settings.findings):
         counts[f"labels/{name}/uncertain"] = float(uncertain[:, k].sum())
