@@ -160,8 +160,9 @@ def run(cfg: DictConfig) -> OverlayResult:
     for reading in ("exact", "top1"):
         print(f"{reading}:\n{result.layout(reading).to_string(index=False)}")
     print("baselines on the same test images:\n" + result.baselines.to_string(**show))
+    chosen = models.selections.assign(lr=models.selections["lr"].map("{:g}".format))
     print(f"selected on validation ({fit.select}; epoch of each LP / JFT model, lr where a "
-          "grid is given):\n" + models.selections.to_string(**show))
+          "grid is given):\n" + chosen.to_string(**show))
     print("test-time gain (overlay - original test; paired interval):\n"
           + result.gains.to_string(**show))
     print("zero-shot mean AUC over findings (chance 0.5): "

@@ -25,7 +25,11 @@ from medmask.eval._clip_overlay import (
     CELLS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    INPUTS,
+    JOINT_FINETUNE,
+    LINEAR_PROBE,
     READINGS,
+    ZERO_SHOT,
     OverlayResult,
     OverlaySettings,
     clip_inputs,
@@ -74,6 +78,10 @@ from medmask.eval.metrics import (
 )
 
 __all__ = [
+    "INPUTS",
+    "JOINT_FINETUNE",
+    "LINEAR_PROBE",
+    "ZERO_SHOT",
     "CELLS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
