@@ -46,13 +46,15 @@ def test_sweep_config_composes_into_the_experiments_settings():
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_the_sweep_logs_table_2_from_its_trials(tmp_path, ray_session, mlflow_uri):
+def test_the_sweep_logs_table_2_from_its_trials(tmp_path, ray_session, mlflow_uri,
+                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative cache, as the quick default's: trials run elsewhere
     settings = ClipSweepSettings(
         name="clip-test", overlay=OverlaySettings(bootstrap=50),
         fit=HeadFitSettings(lp_epochs=2, jft_epochs=1, batch_size=8, select="binary",
                             threads=1),
         data=FindingsDataSettings(size=32, n_train=32, n_test=16, val_fraction=0.25),
-        seeds=(0,), phantom_clip=TINY_CLIP, cache_dir=str(tmp_path / "cache"),
+        seeds=(0,), phantom_clip=TINY_CLIP, cache_dir="cache",
         max_concurrent_trials=2)
     tracker = Tracker(mlflow_uri, "clip-sweep")
     out = run_clip_overlay_sweep(settings, tracker, storage_dir=tmp_path / "sweeps")

@@ -70,7 +70,7 @@ class ClipSweepSettings:
         seeds: the trained cells' seeds (zero-shot is one trial).
         clip_folder: a local open_clip folder; None: the phantom CLIP (``phantom_clip``).
         phantom_clip: the phantom CLIP's settings (stage cache under ``cache_dir``).
-        cache_dir: the stage cache.
+        cache_dir: the stage cache (relative: to the driver's working directory).
         batch_size: test images per forward pass.
         trial_cpus: CPUs each trial reserves (its torch threads: ``fit.threads``).
         max_concurrent_trials: trials at once (None: the cluster's CPUs / ``trial_cpus``).
@@ -210,7 +210,8 @@ def run_clip_overlay_sweep(settings: ClipSweepSettings, tracker: Any, *,
         splits = findings_splits(settings.data)
         study.log_metrics({f"data/{k}": v for k, v in splits.counts.items()})
         context = {"uri": tracker.uri, "experiment": tracker.experiment,
-                   "study_run_id": study.run_id, "clip_folder": str(folder)}
+                   "study_run_id": study.run_id,
+                   "clip_folder": str(folder.resolve())}  # trials run in their own folders
         trainable = tune.with_resources(
             tune.with_parameters(clip_overlay_trial, splits=splits, settings=settings,
                                  context=context),
