@@ -3,7 +3,7 @@ the run tree (study -> trial runs), in-process trials (no Ray Train: the heads a
 
 Driver side, before the trials: the study run; the CLIP (a local folder, or the phantom CLIP
 trained or reused through the stage cache, a stage run under the study); the data splits
-(:func:`medmask.data.findings.findings_splits`, handed to every trial through the object
+(:func:`medmask.preprocess.findings_splits`, handed to every trial through the object
 store with ``tune.with_parameters``). The trials are the grid's cells (:func:`cell_points`):
 one zero-shot trial, and LP / JFT x trained on original / overlay x each seed, each fitted
 with its epoch (and lr) selected on the validation split (:func:`medmask.train.fit_cell`) and
@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medmask.data.findings import FindingsDataSettings, FindingsSplits, findings_splits
 from medmask.eval import (
     INPUTS,
     JOINT_FINETUNE,
@@ -45,9 +44,16 @@ from medmask.eval import (
 )
 from medmask.eval.figures import overlay_artifacts
 from medmask.models import load_clip
+from medmask.preprocess import FindingsDataSettings, FindingsSplits, findings_splits
 from medmask.tracking import Tracker, tune_trial_run
-from medmask.train import HeadFitSettings, PhantomClipSettings, phantom_clip, torch_threads
-from medmask.train._clip_overlay import fit_cell, positive_rows
+from medmask.train import (
+    HeadFitSettings,
+    PhantomClipSettings,
+    fit_cell,
+    phantom_clip,
+    positive_rows,
+    torch_threads,
+)
 from medmask.tune._sweep import RESUME_CHOICES, _read_study_id, _write_study_id
 from medmask.tune._trainable import TRIAL_ID_TAG
 
