@@ -343,3 +343,49 @@ def write_decathlon(root: Path, cases: tuple[str, ...] = ("BRATS_001", "BRATS_00
             "test": [],
         }))
     return root
+
+
+# --- MIMIC-CXR-JPG + CheXmask cohort (the contour-overlay protocol) ----------------------
+
+OFFICIAL_SPLITS = ("train", "train", "validate", "test")  # patient i -> OFFICIAL_SPLITS[i % 4]
+
+
+def write_mimic_cohort(root: Path, chexmask_root: Path, n_patients: int = 16, seed: int = 0,
+                       shape: tuple[int, int] = (24, 20)) -> dict[str, pd.DataFrame]:
+    """A MIMIC-CXR-JPG root (metadata, CheXpert labels with 1 / 0 / -1 / blank, official
+    split, JPGs under ``files/``) and a CheXmask ``OriginalResolution/MIMIC-CXR-JPG.csv`` for
+    its frontal images: each patient has two studies, each a frontal (PA or AP) and a lateral
+    image; one frontal image has no CheXmask row and one a low ``Dice RCA (Mean)``. Returns
+    the ``images``, ``labels`` and ``masks`` tables written."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for p in range(n_patients):
+        subject = 10000000 + 1013 * p
+        for s in range(2):
+            study = 50000000 + 100 * p + s
+            for view in (("PA", "AP")[(p + s) % 2], "LATERAL"):
+                images.append({"dicom_id": f"d{p:03d}-{s}-{view.lower()}", "subject_id": subject,
+                               "study_id": study, "ViewPosition": view,
+                               "split": OFFICIAL_SPLITS[p % 4]})
+            values = rng.choice([1.0, 0.0, -1.0, np.nan], size=len(CHEXPERT_COLUMNS),
+                                p=[0.3, 0.3, 0.15, 0.25])
+            labels.append({"subject_id": subject, "study_id": study,
+                           **dict(zip(CHEXPERT_COLUMNS, values, strict=True))})
+    images_df, labels_df = pd.DataFrame(images), pd.DataFrame(labels)
+    root.mkdir(parents=True, exist_ok=True)
+    meta = images_df.drop(columns="split").assign(Rows=shape[0], Columns=shape[1])
+    meta.to_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
+    labels_df.to_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz", index=False)
+    images_df[["dicom_id", "study_id", "subject_id", "split"]].to_csv(
+        root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
+    for row in images:
+        path = mimic_image_path(root, row["subject_id"], row["study_id"], row["dicom_id"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ramp = np.linspace(20, 235, shape[0] * shape[1]).reshape(shape)
+        assert cv2.imwrite(str(path), ramp.astype(np.uint8))
+    frontal = [r["dicom_id"] for r in images if r["ViewPosition"] != "LATERAL"]
+    listed = frontal[1:]  # the first frontal image has no CheXmask row
+    dice = [0.5 if i == 0 else 0.9 for i in range(len(listed))]  # one of low quality
+    write_chexmask(chexmask_root, listed, "dicom_id", "MIMIC-CXR-JPG", dice, *shape)
+    masks = pd.DataFrame({"dicom_id": listed, "dice": dice})
+    return {"images": images_df, "labels": labels_df, "masks": masks}

@@ -25,21 +25,30 @@ from medmask.data.chexmask import (
 from medmask.data.imageio import ImageReadError, read_image, read_mask
 from medmask.keyed import image_keys
 
+INTERPOLATIONS = {"area": cv2.INTER_AREA, "bicubic": cv2.INTER_CUBIC}
+
 
 class DecodeImages:
     """Decode stage for manifests: ``path`` (+ optional ``organs_path``) -> arrays.
 
     Args:
-        size: output side in pixels (images area-resized, masks nearest).
+        size: output side in pixels (images resized by ``interpolation``, masks nearest).
         on_bad_image: ``"raise"`` (error naming the file) or ``"flag"`` (keep the row with a
             zero image / no mask, flagged ``bad_image`` / ``bad_mask``, counted, and dropped
             before writing).
+        interpolation: ``"area"`` (default) or ``"bicubic"`` (clipped back to [0, 1]: cubic
+            kernels overshoot at edges).
     """
 
-    def __init__(self, size: int, on_bad_image: str = "raise") -> None:
+    def __init__(self, size: int, on_bad_image: str = "raise",
+                 interpolation: str = "area") -> None:
         if on_bad_image not in ("raise", "flag"):
             raise ValueError(f"on_bad_image must be 'raise' or 'flag', got {on_bad_image!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got "
+                             f"{interpolation!r}")
         self.size, self.on_bad_image = size, on_bad_image
+        self.interpolation = interpolation
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cv2.setNumThreads(1)
@@ -57,7 +66,10 @@ class DecodeImages:
                 bad[i] = True
                 continue
             native[i] = image.shape
-            images[i] = cv2.resize(image, side[::-1], interpolation=cv2.INTER_AREA)
+            images[i] = cv2.resize(image, side[::-1],
+                                   interpolation=INTERPOLATIONS[self.interpolation])
+        if self.interpolation == "bicubic":
+            np.clip(images, 0.0, 1.0, out=images)
         out = {k: np.asarray(v) for k, v in batch.items()}
         out[C.IMAGE], out[C.BAD_IMAGE] = images, bad
         organ_paths = batch.get(C.ORGANS_PATH)

@@ -204,3 +204,16 @@ def overlay_grid_figure(grid: Any, reading: str = "binary",
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+def overlay_artifacts(result: Any, title: str) -> dict[str, Any]:
+    """What a contour-overlay study logs (artifact file -> table or figure): Table 2's
+    layout, the grid, every cell, the test-time gains, the baselines and the grid heatmap
+    (:class:`medmask.eval.OverlayResult`)."""
+    return {"clip_overlay_table2.csv": result.layout(),
+            "clip_overlay_grid.csv": result.grid,
+            "clip_overlay_cells.csv": result.cells,
+            "clip_overlay_gains.csv": result.gains,
+            "clip_overlay_baselines.csv": result.baselines,
+            "clip_overlay_grid.png": overlay_grid_figure(result.grid, result.settings.reading,
+                                                         title)}

@@ -10,8 +10,12 @@ parallel), the organ stage, the mask stage with its counted fallbacks, and the s
 - :func:`phantom_dataset`, :func:`manifest_dataset`, :func:`map_stage`: the building blocks
   (:func:`manifest_blocks`: how many Ray tasks a manifest is cut into, blocks of at least
   :data:`TASK_ROWS` rows).
+- :func:`findings_splits` (:class:`FindingsDataSettings`, :class:`FindingsSplits`): the
+  contour-overlay study's in-memory train / val / test splits (phantoms, or MIMIC-CXR with
+  CheXmask; :mod:`medmask.data.findings`), re-exported for the rooms above this one.
 """
 
+from medmask.data.findings import FindingsDataSettings, FindingsSplits, findings_splits
 from medmask.preprocess._pipeline import (
     TASK_ROWS,
     AddOrgans,
@@ -40,6 +44,9 @@ from medmask.preprocess._study import (
 
 __all__ = [
     "PIPELINE_KEYS",
+    "FindingsDataSettings",
+    "FindingsSplits",
+    "findings_splits",
     "AddOrgans",
     "CropToLungs",
     "GeneratePhantoms",

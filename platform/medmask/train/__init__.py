@@ -36,11 +36,15 @@ from medmask.train._checkpoint import (
 )
 from medmask.train._clip_overlay import (
     FindingsClassifier,
+    GridModels,
     HeadFitSettings,
     PhantomClipSettings,
+    Selection,
+    fit_cell,
     fit_findings_classifier,
     grid_classifiers,
     phantom_clip,
+    positive_rows,
 )
 from medmask.train._finetune import (
     build_classifier,
@@ -127,7 +131,11 @@ __all__ = [
     "FindingsClassifier",
     "HeadFitSettings",
     "PhantomClipSettings",
+    "fit_cell",
     "fit_findings_classifier",
+    "GridModels",
+    "Selection",
+    "positive_rows",
     "grid_classifiers",
     "phantom_clip",
     "parameter_groups",

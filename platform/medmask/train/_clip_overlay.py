@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,10 +40,13 @@ from medmask.eval import (
     CELLS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    READINGS,
     OverlaySettings,
     clip_inputs,
+    readings,
     standardized_clip,
 )
+from medmask.eval.classification import per_class_auc
 from medmask.models import CLIPEncoder, load_clip
 from medmask.train._checkpoint import StageCache, code_version
 from medmask.train._grounding import torch_threads
@@ -59,6 +63,7 @@ NO_FINDING = "no acute findings"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CLIP_FOLDER = "clip"  # the open_clip folder inside the cache entry
 PRETRAIN_START = 1_000_000  # phantom indices of the CLIP's images: disjoint from the splits
+SELECTIONS = ("auc", *READINGS)  # what validation selects the epoch (and lr) on
 
 
 @dataclass(frozen=True)
@@ -110,33 +115,76 @@ class PhantomClipSettings:
 
 @dataclass(frozen=True)
 class HeadFitSettings:
-    """The LP / JFT recipe (AdamW, BCE of eq. 2, cosine schedule), in-process.
+    """The LP / JFT recipe (AdamW, BCE of eq. 2, cosine schedule), in-process, with the epoch
+    (and learning rate, where a grid is given) selected on a validation set.
 
     Attributes:
-        lp_epochs, lp_lr: linear probing on the frozen encoder's features (full passes).
+        lp_epochs, lp_lr: linear probing on the frozen encoder's features (full passes);
+            ``lp_lr`` a number or a grid (a list: each is fitted, the best on validation
+            kept).
         jft_epochs, jft_lr, jft_encoder_lr: joint fine-tuning (the head's and the
-            encoder's learning rates).
+            encoder's learning rates; ``jft_encoder_lr`` a number or a grid).
         batch_size: images per step.
         weight_decay: AdamW weight decay.
+        select: what picks the epoch and lr on validation: ``auc`` (mean AUC over the
+            findings with both classes in validation) or a reading (``binary``, ``exact``,
+            ``top1``: :func:`medmask.eval.readings`); ties go to the earlier epoch.
         threads: torch CPU threads while fitting (None: as set).
     """
 
     lp_epochs: int = 200
-    lp_lr: float = 1e-2
+    lp_lr: float | tuple[float, ...] = 1e-2
     jft_epochs: int = 6
     jft_lr: float = 1e-3
-    jft_encoder_lr: float = 1e-4
+    jft_encoder_lr: float | tuple[float, ...] = 1e-4
     batch_size: int = 64
     weight_decay: float = 1e-4
+    select: str = "auc"
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("lp_lr", "jft_encoder_lr"):  # a Hydra list -> a tuple (hashable, frozen)
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)) or hasattr(value, "__len__"):
+                object.__setattr__(self, name, tuple(float(v) for v in value))
         if min(self.lp_epochs, self.jft_epochs, self.batch_size) < 1:
             raise ValueError(f"lp_epochs, jft_epochs and batch_size must be >= 1, got "
                              f"{self.lp_epochs}, {self.jft_epochs}, {self.batch_size}")
-        if min(self.lp_lr, self.jft_lr, self.jft_encoder_lr) <= 0:
-            raise ValueError(f"learning rates must be > 0, got lp_lr={self.lp_lr}, "
-                             f"jft_lr={self.jft_lr}, jft_encoder_lr={self.jft_encoder_lr}")
+        rates = [*self.lp_lrs, self.jft_lr, *self.jft_encoder_lrs]
+        if not rates or min(rates) <= 0 or not self.lp_lrs or not self.jft_encoder_lrs:
+            raise ValueError(f"learning rates must be > 0 (grids non-empty), got "
+                             f"lp_lr={self.lp_lr}, jft_lr={self.jft_lr}, "
+                             f"jft_encoder_lr={self.jft_encoder_lr}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
+
+    @property
+    def lp_lrs(self) -> tuple[float, ...]:
+        """The linear probe's learning-rate grid (one value when not a grid)."""
+        return _grid(self.lp_lr)
+
+    @property
+    def jft_encoder_lrs(self) -> tuple[float, ...]:
+        """Joint fine-tuning's encoder learning-rate grid (one value when not a grid)."""
+        return _grid(self.jft_encoder_lr)
+
+
+def _grid(value: float | tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(value) if isinstance(value, tuple) else (float(value),)
+
+
+def validation_score(probs: np.ndarray, targets: np.ndarray, select: str,
+                     threshold: float = 0.5) -> float:
+    """The selection score of validation probabilities [N, K]: the mean AUC over findings
+    with both classes present (``auc``), or the mean of a per-image reading."""
+    if select == "auc":
+        auc = per_class_auc(probs, targets, multilabel=True)
+        if np.isnan(auc).all():
+            raise ValueError("validation has no finding with both positives and negatives: "
+                             "no AUC to select on (use a larger validation set or "
+                             "fit.select=binary)")
+        return float(np.nanmean(auc))
+    return float(readings(probs, targets, threshold)[select].mean())
 
 
 def report(labels: np.ndarray, findings: Sequence[str] = C.PHANTOM_FINDINGS) -> list[str]:
@@ -291,14 +339,44 @@ class FindingsClassifier(nn.Module):
         return self.head(self.encoder.encode(inputs))
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which epoch (and lr) of a fit validation chose, and what validation said.
+
+    Attributes:
+        lr: the selected learning rate (LP: the head's; JFT: the encoder's).
+        epoch: the selected epoch (1-based).
+        epochs: epochs trained.
+        score: the validation score of the selected model (``select``).
+        last_score: the validation score after the last epoch of the selected lr.
+        select: what was selected on (``auc`` or a reading).
+        curve: the validation score after each epoch, per lr (``{lr: [score per epoch]}``).
+    """
+
+    lr: float
+    epoch: int
+    epochs: int
+    score: float
+    last_score: float
+    select: str
+    curve: dict[float, list[float]]
+
+    def row(self) -> dict[str, Any]:
+        """A flat row for the selection table (no curve)."""
+        return {"lr": self.lr, "epoch": self.epoch, "epochs": self.epochs,
+                "val_score": self.score, "val_last_score": self.last_score,
+                "select": self.select}
+
+
 def _bce_fit(params: list[dict[str, Any]], forward: Any, inputs: torch.Tensor,
              targets: torch.Tensor, epochs: int, batch_size: int, weight_decay: float,
-             seed: int) -> None:
+             seed: int, after_epoch: Any = None) -> None:
+    """AdamW on BCE (eq. 2) with a cosine schedule; ``after_epoch(epoch)`` after each epoch."""
     optimizer = torch.optim.AdamW(params, weight_decay=weight_decay)
     steps = epochs * -(-len(inputs) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(inputs), generator=generator)
         for lo in range(0, len(inputs), batch_size):
             rows = order[lo:lo + batch_size]
@@ -307,46 +385,138 @@ def _bce_fit(params: list[dict[str, Any]], forward: Any, inputs: torch.Tensor,
             loss.backward()
             optimizer.step()
             schedule.step()
+        if after_epoch is not None:
+            after_epoch(epoch)
+
+
+def _encode(clip: CLIPEncoder, inputs: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([clip.encode(inputs[lo:lo + 256]) for lo in range(0, len(inputs), 256)])
 
 
 def fit_findings_classifier(clip: CLIPEncoder, inputs: torch.Tensor, targets: torch.Tensor,
-                            method: str, fit: HeadFitSettings, seed: int) -> FindingsClassifier:
+                            method: str, fit: HeadFitSettings, seed: int,
+                            val_inputs: torch.Tensor, val_targets: torch.Tensor
+                            ) -> tuple[FindingsClassifier, Selection]:
     """LP (``method="lp"``: features of the frozen encoder, then the head) or JFT (``"jft"``:
-    a copy of the encoder and the head together) on RGB ``inputs`` and multi-hot ``targets``."""
+    a copy of the encoder and the head together) on RGB ``inputs`` and multi-hot ``targets``,
+    at each learning rate of the method's grid; after every epoch the model is scored on
+    ``val_inputs`` / ``val_targets`` (``fit.select``) and the best (lr, epoch) is returned,
+    restored to its weights at that epoch (ties: the earlier epoch, the first lr)."""
     if method not in ("lp", "jft"):
         raise ValueError(f"method must be 'lp' or 'jft', got {method!r}")
-    with torch.random.fork_rng(), torch_threads(fit.threads):
-        torch.manual_seed(seed)
-        head = nn.Linear(clip.embed_dim, targets.shape[1])
+    val_y = np.asarray(val_targets, np.float64)
+    if len(val_y) == 0:
+        raise ValueError("fit_findings_classifier needs a non-empty validation set")
+    best: tuple[float, float, int, dict[str, torch.Tensor], FindingsClassifier] | None = None
+    curves: dict[float, list[float]] = {}
+    with torch_threads(fit.threads):
+        features = val_features = None
         if method == "lp":
-            with torch.no_grad():
-                features = torch.cat([clip.encode(inputs[lo:lo + 256])
-                                      for lo in range(0, len(inputs), 256)])
-            _bce_fit([{"params": head.parameters(), "lr": fit.lp_lr}], head, features, targets,
-                     fit.lp_epochs, fit.batch_size, fit.weight_decay, seed)
-            return FindingsClassifier(clip, head).eval()
-        model = FindingsClassifier(copy.deepcopy(clip), head).train()
-        _bce_fit([{"params": head.parameters(), "lr": fit.jft_lr},
-                  {"params": model.encoder.model.visual.parameters(),
-                   "lr": fit.jft_encoder_lr}], model, inputs, targets, fit.jft_epochs,
-                 fit.batch_size, fit.weight_decay, seed)
-        return model.eval()
+            features, val_features = _encode(clip, inputs), _encode(clip, val_inputs)
+        for lr in (fit.lp_lrs if method == "lp" else fit.jft_encoder_lrs):
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                head = nn.Linear(clip.embed_dim, targets.shape[1])
+                if method == "lp":
+                    model = FindingsClassifier(clip, head)
+
+                    def val_logits(model: FindingsClassifier = model) -> torch.Tensor:
+                        return model.head(val_features)
+
+                    params = [{"params": head.parameters(), "lr": lr}]
+                    forward, train_inputs, epochs, state_of = (
+                        head, features, fit.lp_epochs, head)
+                else:
+                    model = FindingsClassifier(copy.deepcopy(clip), head).train()
+
+                    def val_logits(model: FindingsClassifier = model) -> torch.Tensor:
+                        return model(val_inputs)
+
+                    params = [{"params": head.parameters(), "lr": fit.jft_lr},
+                              {"params": model.encoder.model.visual.parameters(), "lr": lr}]
+                    forward, train_inputs, epochs, state_of = (
+                        model, inputs, fit.jft_epochs, model)
+                curve = curves.setdefault(float(lr), [])
+
+                def after_epoch(epoch: int, lr: float = float(lr), model: Any = model,
+                                val_logits: Any = val_logits, state_of: Any = state_of,
+                                curve: list[float] = curve) -> None:
+                    nonlocal best
+                    model.eval()
+                    with torch.no_grad():
+                        probs = torch.sigmoid(val_logits().double()).numpy()
+                    model.train()
+                    score = validation_score(probs, val_y, fit.select)
+                    curve.append(score)
+                    if best is None or score > best[0]:
+                        state = {k: v.detach().clone() for k, v in
+                                 state_of.state_dict().items()}
+                        best = (score, lr, epoch, state, model)
+
+                _bce_fit(params, forward, train_inputs, targets, epochs, fit.batch_size,
+                         fit.weight_decay, seed, after_epoch)
+    assert best is not None
+    score, lr, epoch, state, model = best
+    (model.head if method == "lp" else model).load_state_dict(state)
+    selection = Selection(lr=lr, epoch=epoch, epochs=len(curves[lr]), score=score,
+                          last_score=curves[lr][-1], select=fit.select, curve=curves)
+    return model.eval(), selection
+
+
+@dataclass(frozen=True)
+class GridModels:
+    """Table 2's trained models and what validation selected for each.
+
+    Attributes:
+        classifiers: ``{(lp | jft, original | overlay): [model per seed]}``.
+        selections: one row per (method, train, seed): the selected lr and epoch, its
+            validation score and the last epoch's (:meth:`Selection.row`).
+    """
+
+    classifiers: dict[tuple[str, str], list[FindingsClassifier]]
+    selections: pd.DataFrame
+
+
+def positive_rows(split: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+    """``image``, ``organs`` and ``labels`` of the rows with at least one positive finding
+    (the paper keeps only those)."""
+    labels = torch.as_tensor(np.asarray(split[C.LABELS], np.float32))
+    keep = labels.amax(1) > 0.5
+    return (torch.as_tensor(np.asarray(split[C.IMAGE]))[keep],
+            torch.as_tensor(np.asarray(split[C.ORGANS]))[keep], labels[keep])
+
+
+def fit_cell(clip: CLIPEncoder, train: Mapping[str, np.ndarray], val: Mapping[str, np.ndarray],
+             overlay: OverlaySettings, fit: HeadFitSettings, method: str, condition: str,
+             seed: int) -> tuple[FindingsClassifier, Selection]:
+    """One trained cell of Table 2 at one seed: ``method`` (lp | jft) trained on
+    ``condition`` (original | overlay) inputs of ``train``'s images with a positive finding,
+    selected on ``val``'s (the same condition)."""
+    clip = standardized_clip(clip, overlay)
+    images, organs, labels = positive_rows(train)
+    val_images, val_organs, val_labels = positive_rows(val)
+    inputs = clip_inputs(images, organs, clip.image_size, condition, overlay)
+    val_inputs = clip_inputs(val_images, val_organs, clip.image_size, condition, overlay)
+    return fit_findings_classifier(clip, inputs, labels, method, fit, int(seed), val_inputs,
+                                   val_labels)
 
 
 def grid_classifiers(clip: CLIPEncoder, train: Mapping[str, np.ndarray],
-                     overlay: OverlaySettings, fit: HeadFitSettings,
-                     seeds: Sequence[int]) -> dict[tuple[str, str], list[FindingsClassifier]]:
-    """Table 2's eight trained models per seed: {(lp | jft, original | overlay): [per seed]},
-    trained on ``train``'s images with at least one positive finding (``image``, ``organs``,
-    ``labels``)."""
-    clip = standardized_clip(clip, overlay)
-    labels = torch.as_tensor(np.asarray(train[C.LABELS], np.float32))
-    keep = labels.amax(1) > 0.5
-    images = torch.as_tensor(np.asarray(train[C.IMAGE]))[keep]
-    organs = torch.as_tensor(np.asarray(train[C.ORGANS]))[keep]
+                     val: Mapping[str, np.ndarray], overlay: OverlaySettings,
+                     fit: HeadFitSettings, seeds: Sequence[int]) -> GridModels:
+    """Table 2's eight trained models per seed (:func:`fit_cell`), each selected on ``val``."""
     out: dict[tuple[str, str], list[FindingsClassifier]] = {}
+    rows = []
     for method, condition in dict.fromkeys((m, t) for m, t, _ in CELLS if t is not None):
-        inputs = clip_inputs(images, organs, clip.image_size, condition, overlay)
-        out[method, condition] = [fit_findings_classifier(clip, inputs, labels[keep], method,
-                                                          fit, int(seed)) for seed in seeds]
-    return out
+        for seed in seeds:
+            model, selection = fit_cell(clip, train, val, overlay, fit, method, condition,
+                                        int(seed))
+            out.setdefault((method, condition), []).append(model)
+            rows.append({"method": method, "train": condition, "seed": int(seed),
+                         **selection.row()})
+            log.info("%s on %s, seed %d: selected lr %g, epoch %d of %d (validation %s "
+                     "%.4f; last epoch %.4f)", method, condition, seed, selection.lr,
+                     selection.epoch, selection.epochs, selection.select, selection.score,
+                     selection.last_score)
+    return GridModels(out, pd.DataFrame(rows))

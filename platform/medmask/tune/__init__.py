@@ -11,8 +11,16 @@ Public API:
 - :func:`prepare_policies`: the AHM policies a sweep's AHM trials lack, trained (cached) in
   the driver before the trials, one per seed's random-mask reconstruction network.
 - :func:`summary_table`, :func:`pivot_text`, :func:`metric_plot`: the end-of-sweep comparison.
+- :func:`run_clip_overlay_sweep` (:class:`ClipSweepSettings`): ``sweep=clip_overlay``,
+  Table 2 of the contour-overlay protocol, in-process trials after the driver's phantom CLIP.
 """
 
+from medmask.tune._clip_overlay import (
+    ClipSweepResult,
+    ClipSweepSettings,
+    cell_points,
+    run_clip_overlay_sweep,
+)
 from medmask.tune._policies import policy_reconstructions, prepare_policies
 from medmask.tune._space import (
     SWEEP_PARAMS,
@@ -41,6 +49,8 @@ from medmask.tune._trainable import StageReportCallback, pretrain_lock, sweep_tr
 
 __all__ = [
     "SWEEP_PARAMS",
+    "ClipSweepResult",
+    "ClipSweepSettings",
     "Concurrency",
     "SchedulerSpec",
     "StageReportCallback",
@@ -48,6 +58,7 @@ __all__ = [
     "SweepSpec",
     "auto_max_concurrent_trials",
     "build_scheduler",
+    "cell_points",
     "grid_points",
     "metric_plot",
     "needs_policy",
@@ -58,6 +69,7 @@ __all__ = [
     "policy_slot",
     "prepare_policies",
     "pretrain_lock",
+    "run_clip_overlay_sweep",
     "run_sweep",
     "summary_table",
     "sweep_trial",
