@@ -75,11 +75,17 @@ def test_seg_guided_ssl_resolves_every_arm_with_one_pretraining_budget():
     settings, spec = sweep_experiment.sweep_settings(_compose("sweep=seg_guided_ssl"))
     assert spec.plot == "bars" and spec.smoke and spec.probe_every == 1
     assert settings.head.multilabel and settings.head.num_classes == 5  # the findings
-    assert spec.space["seed"] == [0, 1, 2] and spec.space["mode"] == ["linear_probe", "full"]
+    # one trial per arm x seed fine-tunes in both modes (one Ray Train run)
+    assert spec.space["seed"] == [0, 1, 2] and "mode" not in spec.space
+    assert spec.modes == ("linear_probe", "full")
     arms = {arm: trial_settings(settings, {"method": arm}, spec.strategies, spec.methods)
             for arm in spec.space["method"]}
-    assert {a.pretrain for name, a in arms.items() if name != "scratch"} == {settings.pretrain}
+    scratch = ("scratch", "mae_scratch")
+    assert {a.pretrain for name, a in arms.items() if name not in scratch} == {settings.pretrain}
     assert arms["scratch"].pretrain.epochs == 0 and arms["mae"].model.name == "mae_vit_tiny_64"
+    # From Scratch of the MAE row: its own backbone (the MIM ViT) untrained, same recipe
+    assert arms["mae_scratch"].pretrain.epochs == 0 and arms["mae_scratch"].model == arms[
+        "mae"].model and arms["scratch"].model.name == "contrastive_cnn_tiny"
     assert arms["seg_crop"].crop is not None and arms["seg_attention"].method_params[
         "consistency"] == "warped"
     for arm in ("simclr_recon", "seg_attention", "multi_region"):  # the arms' models build

@@ -161,3 +161,28 @@ def test_method_arms_set_method_model_masking_crop_and_from_scratch(tmp_path):
         trial_settings(base, {"method": "byol"}, STRATEGIES, METHOD_ARMS)
     with pytest.raises(ValueError, match="unknown key"):
         SweepSpec(name="x", space={"method": ["simclr"]}, methods={"simclr": {"epochs": 0}})
+
+
+def test_a_trial_fine_tunes_in_every_mode_of_sweep_modes_one_row_each(tmp_path):
+    from medmask.tune._trainable import mode_metrics, split_modes
+
+    with pytest.raises(ValueError, match="exclude each other"):
+        SweepSpec(name="x", space={"mode": ["full"]}, modes=("full", "linear_probe"))
+    spec = SweepSpec.from_dict({"name": "x", "space": {"method": ["mae_scratch"]},
+                                "modes": ["linear_probe", "full"], "methods": {
+                                    "mae_scratch": {"method": "mae", "pretrain_epochs": 0}}})
+    assert spec.modes == ("linear_probe", "full")
+    base = dataclasses.replace(tiny_settings(tmp_path), modes=spec.modes)
+    settings = trial_settings(base, {"method": "mae_scratch"}, STRATEGIES, spec.methods)
+    values = trial_values(settings, "mae_scratch")
+    # the arm names the row (not "scratch": the untrained MIM ViT is the MAE row's baseline)
+    assert values["method"] == "mae_scratch" and values["backbone"] == "mae_vit_tiny_64"
+    assert values["mode"] == "linear_probe+full" and trial_values(settings)["method"] == "scratch"
+    assert trial_name(settings, ["method"], "mae_scratch") == "mae_scratch-frac100-s0"
+    by_mode = {"linear_probe": {"auc_mean": 0.6, "auc/Edema": 0.5},
+               "full": {"auc_mean": 0.8, "auc/Edema": 0.7}}
+    flat = mode_metrics(by_mode)
+    assert flat["linear_probe/auc_mean"] == 0.6 and flat["full/auc/Edema"] == 0.7
+    assert split_modes(flat, spec.modes) == by_mode
+    assert mode_metrics({"full": {"auc_mean": 0.8}}) == {"auc_mean": 0.8}  # one mode: as is
+    assert split_modes({"auc_mean": 0.8}, ("full",)) == {"full": {"auc_mean": 0.8}}

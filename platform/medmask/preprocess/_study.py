@@ -15,7 +15,9 @@
   that ships an official split (a ``split`` column) keeps it unless ``split_fractions`` is set.
   Each split is decoded and resized to ``size`` by
   :func:`~medmask.preprocess.manifest_dataset` (slice manifests: z-scored images and
-  ``lesion`` maps, see :mod:`medmask.data.slices`).
+  ``lesion`` maps, see :mod:`medmask.data.slices`); with ``segment_organs`` true, a dataset
+  without organ maps gets the rule-based lungs (:class:`~medmask.preprocess.AddOrgans`,
+  the segmentation-guided SSL guide's Otsu segmentation) as ``organs``.
 
 The datasets carry ``id``, ``image`` (H x W float32), ``image_key`` (int64) and, where the
 dataset has them, ``label`` (int64), ``labels`` (float32 multi-hot: finding > 0, so blank and
@@ -39,6 +41,7 @@ from medmask.data.chexmask import RLE_RIGHT_LUNG
 from medmask.data.manifest import ATTR_DROPPED, load_manifest
 from medmask.data.splits import DEFAULT_FRACTIONS, check_patient_disjoint, split_by_patient
 from medmask.preprocess._pipeline import (
+    AddOrgans,
     drop_flagged,
     manifest_dataset,
     map_stage,
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 PHANTOM = "phantom"
 # data-config keys the pipeline reads; every other key is an adapter option of load_manifest
 PIPELINE_KEYS = ("name", "root", "size", "chunk", "on_bad_image", "limit", "split_fractions",
-                 "segment_organs", "n", "n_train", "n_val", "n_test", "variant")
+                 "segment_organs", "n", "n_train", "n_val", "n_test", "n_pool", "variant")
 PHANTOM_KEYS = ("size", "chunk", "n_train", "n_val", "n_test")
 STUDY_COLUMNS = (C.ID, C.PATIENT, C.IMAGE, C.IMAGE_KEY, C.LABEL, C.LABELS, C.ORGANS, C.LESION,
                  C.SPLIT, C.SOURCE)
@@ -95,9 +98,16 @@ def study_splits(
         if findings:
             dataset = map_stage(dataset, MultiHotLabels(findings), batch_size,
                                 num_cpus=num_cpus, concurrency=concurrency)
+        columns = _study_columns(part, findings)
+        if data.get("segment_organs") and C.ORGANS not in columns:
+            # the guide's rule-based lungs (Otsu, closing/opening, 2 largest components) where
+            # the dataset ships no organ maps (NIH ChestX-ray14): what options 1-4 read
+            dataset = map_stage(dataset, AddOrgans(), batch_size, num_cpus=num_cpus,
+                                concurrency=concurrency)
+            columns = [c for c in STUDY_COLUMNS if c in {*columns, C.ORGANS}]
         if on_bad_image == "flag":
             dataset = _drop_bad_images(dataset, split)
-        datasets[split] = dataset.select_columns(_study_columns(part, findings))
+        datasets[split] = dataset.select_columns(columns)
     return datasets
 
 

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,13 +204,16 @@ def run_pretraining(settings: PretrainSettings, datasets: dict[str, Any], stage:
             storage_path=Path(settings.storage_dir),
             name=f"pretrain-{cache.entry(key).name}", callbacks=callbacks,
         )
+        start = time.perf_counter()
         result = trainer.fit()
+        wall = time.perf_counter() - start
     if result.checkpoint is None:
         raise RuntimeError(f"pretraining reported no checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as directory:
         entry = cache.store(key, directory)
     summary = {name: float(result.metrics[k]) for k, name in SUMMARY_METRICS.items()
                if k in result.metrics}
+    summary["pretrain_wall_s"] = wall  # the fit, its Ray Train launch included
     (entry / PRETRAIN_SUMMARY).write_text(json.dumps(summary))
     return entry
 
@@ -232,7 +236,8 @@ def probe_datasets(datasets: dict[str, Any], settings: PretrainSettings) -> dict
 
 def pretraining_summary(checkpoint: Path) -> dict[str, float]:
     """What a pretraining run's last report said, by :data:`SUMMARY_METRICS`' short names
-    (step time, peak memory, the probe's last and best mean AUC and convergence epoch); {} for
+    (step time, peak memory, the probe's last and best mean AUC and convergence epoch), and
+    its ``TorchTrainer.fit`` wall seconds (``pretrain_wall_s``, the launch included); {} for
     entries written without it (0 epochs)."""
     path = Path(checkpoint) / PRETRAIN_SUMMARY
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -86,6 +86,12 @@ class SweepSpec:
         smoke: label the table and plot a smoke run (tiny models).
         baseline: the ``group`` value the bars sweep's comparison table and the grounding
             table's paired differences are relative to.
+        modes: the fine-tuning modes every trial runs from its one pretrained encoder, in
+            ONE Ray Train run (:func:`medmask.train.finetune_cells`; each mode trains exactly
+            as it would alone); the trial table gets one row per mode (column ``mode``).
+            Empty: the base settings' single mode, or ``mode`` swept as a parameter (one
+            trial per mode: a pretraining and a fine-tuning launch each, the pretraining
+            shared through the cache).
         probe_every: the convergence probe of every trial's pretraining every this many
             epochs (the base ``probe.every`` when None; needs multi-label findings).
         trial: what a trial runs (:data:`TRIAL_KINDS`): ``mim`` (fine-tune + test metrics)
@@ -111,8 +117,14 @@ class SweepSpec:
     probe_every: int | None = None
     trial: str = "mim"
     grounding: Mapping[str, Any] = field(default_factory=dict)
+    modes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.modes and "mode" in self.space:
+            raise ValueError("sweep.modes (every trial fine-tunes in each mode) and "
+                             "sweep.space.mode (one trial per mode) exclude each other; keep one")
+        if self.modes and self.trial != "mim":
+            raise ValueError(f"sweep.modes needs trial=mim (fine-tuning), got {self.trial!r}")
         if self.plot not in ("line", "bars"):
             raise ValueError(f"sweep.plot must be 'line' or 'bars', got {self.plot!r}")
         for arm, entry in self.methods.items():
@@ -159,6 +171,7 @@ class SweepSpec:
                          else int(config["probe_every"])),
             trial=str(config.get("trial", "mim")),
             grounding=dict(config.get("grounding") or {}),
+            modes=tuple(str(m) for m in (config.get("modes") or ())),
         )
 
 
@@ -314,11 +327,12 @@ def _method_arm(base: MimSettings, arm: str, methods: Mapping[str, Mapping[str, 
 
 
 def _check_trial(settings: MimSettings, require_policy: bool = True) -> None:
-    for key in ("fractions", "modes"):
-        if len(getattr(settings, key)) != 1:
-            raise ValueError(f"a sweep trial fine-tunes one label fraction and one mode: set "
-                             f"{key} to one value or sweep it, got {key}="
-                             f"{list(getattr(settings, key))}")
+    if len(settings.fractions) != 1:
+        raise ValueError(f"a sweep trial fine-tunes one label fraction: set fractions to one "
+                         f"value or sweep it, got fractions={list(settings.fractions)}")
+    if not settings.modes:
+        raise ValueError("a sweep trial fine-tunes in at least one mode: set modes, "
+                         "sweep.modes or sweep.space.mode")
     name = settings.masking.name
     if require_policy and needs_policy(settings):
         raise ValueError(f"strategy {name} needs a trained policy: set "
@@ -326,15 +340,22 @@ def _check_trial(settings: MimSettings, require_policy: bool = True) -> None:
                          "medmask.rl), or give the sweep policy settings to train one")
 
 
-def trial_values(settings: MimSettings) -> dict[str, Any]:
-    """The values a trial is compared by (the trial table's columns and the run's tags)."""
+def trial_values(settings: MimSettings, arm: str | None = None) -> dict[str, Any]:
+    """The values a trial is compared by (the trial table's columns and the run's tags).
+
+    ``method`` is the ``sweep.methods`` arm where the trial has one (``arm``: e.g.
+    ``mae_scratch``, the untrained MIM ViT), else the method (``scratch`` at 0 pretraining
+    epochs); ``backbone`` the registered model; ``mode`` the modes joined by ``+`` when a trial
+    fine-tunes in several (:attr:`SweepSpec.modes`)."""
     masking = settings.masking
+    method = SCRATCH if settings.pretrain.epochs == 0 else settings.method
     values = {
-        "method": SCRATCH if settings.pretrain.epochs == 0 else settings.method,
+        "method": arm if arm is not None else method,
+        "backbone": settings.model.name,
         "strategy": masking.name,
         "ratio": float(masking.ratio),
         "fraction": float(settings.fractions[0]),
-        "mode": settings.modes[0],
+        "mode": "+".join(settings.modes),
         "seed": int(settings.seed),
         "patch_size": settings.model.params.get("patch_size"),
     }
@@ -348,10 +369,12 @@ def _accepts(strategy: str, parameter: str) -> bool:
     return parameter in inspect.signature(MASK_STRATEGIES.get(strategy)).parameters
 
 
-def trial_name(settings: MimSettings, swept: Sequence[str] = ()) -> str:
-    """``rgmim-r0.75-frac10-s0``; AHM's p and the patch size join when they are swept."""
+def trial_name(settings: MimSettings, swept: Sequence[str] = (), arm: str | None = None
+               ) -> str:
+    """``rgmim-r0.75-frac10-s0``; AHM's p and the patch size join when they are swept; a
+    method sweep names the trial by its arm (``arm``)."""
 
-    values = trial_values(settings)
+    values = trial_values(settings, arm)
     if "method" in swept:
         mode = {"m": values["mode"]} if "mode" in swept else {}
         return run_name(values["method"], fraction=values["fraction"], seed=values["seed"],

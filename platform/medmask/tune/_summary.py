@@ -70,16 +70,18 @@ def metric_plot(summary: pd.DataFrame, group: str, x: str, metric: str, title: s
     return figure
 
 
-COST_COLUMNS = ("step_s", "peak_rss_mb", "peak_gpu_mb", "convergence_epoch", "probe_auc_best")
+COST_COLUMNS = ("step_s", "peak_rss_mb", "peak_gpu_mb", "convergence_epoch", "probe_auc_best",
+                "pretrain_wall_s", "finetune_wall_s", "trial_wall_s")
 
 
 def comparison_table(trials: pd.DataFrame, group: str, x: str, metric: str,
                      baseline: str) -> pd.DataFrame:
     """The guide's comparison summary with measured numbers: one row per ``group`` value (a
     method), ``{metric} {x}`` mean and std over seeds per ``x`` value (e.g. fine-tuning mode),
-    the gain over ``baseline`` in points of the metric, the seeds, and the pretraining costs
-    (mean step time and peak memory, with their change relative to ``baseline`` in %, the
-    probe's convergence epoch and best AUC) where the trials carry them.
+    the gain over ``baseline`` in points of the metric, the seeds, the backbone, and the
+    costs (mean step time and peak memory, with their change relative to ``baseline`` in %,
+    the probe's convergence epoch and best AUC, mean wall seconds of pretraining, fine-tuning
+    and the whole trial) where the trials carry them.
 
     Raises:
         ValueError: when a column is missing or ``baseline`` is not a value of ``group``.
@@ -98,6 +100,8 @@ def comparison_table(trials: pd.DataFrame, group: str, x: str, metric: str,
         row[f"{metric} {value} std"] = float(cells[metric].std())
         row[f"seeds {value}"] = int(cells[metric].notna().sum())
     for name, cells in trials.groupby(group, sort=True):
+        if "backbone" in cells:  # e.g. the MAE rows' MIM ViT beside the contrastive CNN
+            rows[str(name)]["backbone"] = "/".join(sorted(set(cells["backbone"].astype(str))))
         for column in COST_COLUMNS:
             if column in cells and cells[column].notna().any():
                 rows[str(name)][column] = float(cells[column].mean())

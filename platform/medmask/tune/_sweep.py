@@ -35,7 +35,13 @@ from medmask.tune._summary import (
     pivot_text,
     summary_table,
 )
-from medmask.tune._trainable import DIFFERENCES, PRETRAIN_SUMMARY_PREFIX, TRIAL_ID_TAG, sweep_trial
+from medmask.tune._trainable import (
+    DIFFERENCES,
+    PRETRAIN_SUMMARY_PREFIX,
+    TRIAL_ID_TAG,
+    split_modes,
+    sweep_trial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +120,8 @@ def run_sweep(
 
     if spec.probe_every is not None:
         settings = replace(settings, probe=replace(settings.probe, every=spec.probe_every))
+    if spec.modes:  # every trial fine-tunes in each mode (one Ray Train run)
+        settings = replace(settings, modes=tuple(spec.modes))
     resume = str(resume).lower()
     if resume not in RESUME_CHOICES:
         raise ValueError(f"resume must be one of {RESUME_CHOICES}, got {resume!r}")
@@ -148,6 +156,9 @@ def run_sweep(
         )
         tuner = _tuner(trainable, spec, path, concurrency, stopper, callbacks, restored,
                        (tracker.uri, tracker.experiment))
+        # Tune's TensorBoard logger renames every metric with a space ("auc/Pleural
+        # Effusion") at INFO, once per report: chatter, not results
+        logging.getLogger("tensorboardX").setLevel(logging.WARNING)
         grid = tuner.fit()
         trials = trial_table(grid, settings, spec, policies)
         if len(trials) < len(grid):
@@ -227,21 +238,27 @@ def build_scheduler(spec: SweepSpec) -> Any:
 
 def trial_table(grid: Any, settings: MimSettings, spec: SweepSpec,
                 policies: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """One row per finished trial: its name, compared values and test metrics
-    (``policies``: those the sweep trained, :func:`prepare_policies`)."""
+    """One row per finished trial and fine-tuning mode: its name, compared values and test
+    metrics (``policies``: those the sweep trained, :func:`prepare_policies`); a trial that
+    fine-tuned in several modes (:attr:`SweepSpec.modes`) gives one row per mode, each with
+    the trial's costs."""
     rows = []
     for result in grid:
         metrics = result.metrics or {}
         if result.error is not None or not any(k.startswith("test/") for k in metrics):
             log.warning("trial %s has no test metrics (error: %s)", result.path, result.error)
             continue
-        values = trial_values(trial_settings(settings, result.config, spec.strategies,
-                                             spec.methods, policies=policies))
+        trial = trial_settings(settings, result.config, spec.strategies, spec.methods,
+                               policies=policies)
+        arm = str(result.config["method"]) if "method" in result.config else None
+        values = trial_values(trial, arm)
         tests = {k[len("test/"):]: v for k, v in metrics.items() if k.startswith("test/")}
         costs = {k[len(PRETRAIN_SUMMARY_PREFIX):]: v for k, v in metrics.items()
                  if k.startswith(PRETRAIN_SUMMARY_PREFIX)}
         units = {DIFFERENCES: metrics[DIFFERENCES]} if DIFFERENCES in metrics else {}
-        rows.append({"trial": metrics.get("trial_name"), **values, **costs, **tests, **units})
+        for mode, mode_tests in split_modes(tests, tuple(trial.modes)).items():
+            rows.append({"trial": metrics.get("trial_name"), **values, "mode": mode, **costs,
+                         **mode_tests, **units})
     return pd.DataFrame(rows)
 
 

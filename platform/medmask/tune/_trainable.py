@@ -15,7 +15,7 @@ import fcntl
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +25,18 @@ from medmask.eval import GroundingSettings, evaluate_grounding, image_difference
 from medmask.preprocess import study_splits
 from medmask.tracking import Tracker, tune_trial_run
 from medmask.train import (
+    FinetuneCell,
     FitSettings,
     MimSettings,
     PhantomData,
     config_hash,
+    finetune_cells,
     fitted_classifier,
     masks_patches,
     pretrain_settings,
     pretraining_summary,
     quiet_data_progress,
     reconstruction_gallery,
-    run_finetuning,
     run_pretraining,
     torch_threads,
 )
@@ -100,8 +101,9 @@ def sweep_trial(config: dict[str, Any], base: MimSettings, context: dict[str, An
     quiet_data_progress()
     settings = trial_settings(base, config, context["strategies"], context.get("methods"),
                               policies=context.get("policies"))
-    name = trial_name(settings, context["swept"])
-    values = trial_values(settings)
+    arm = str(config["method"]) if "method" in config else None
+    name = trial_name(settings, context["swept"], arm)
+    values = trial_values(settings, arm)
     tracker = Tracker(context["uri"], context["experiment"])
     study = tracker.get(context["study_run_id"])
     trial_id = tune.get_context().get_trial_id()
@@ -114,27 +116,53 @@ def sweep_trial(config: dict[str, Any], base: MimSettings, context: dict[str, An
     tags = {**{k: v for k, v in values.items() if v is not None},
             "dataset": settings.data["name"], "sweep": context["sweep"],
             TRIAL_ID_TAG: trial_id}
-    with tune_trial_run(tracker, name, study, params=config, tags=tags) as trial:
+    # a method arm's name is not always its registered method (scratch: simclr untrained,
+    # mae_scratch: mae untrained): logged as method_arm beside the settings' own method
+    params = {("method_arm" if k == "method" else k): v for k, v in config.items()}
+    with tune_trial_run(tracker, name, study, params=params, tags=tags) as trial:
         trial.log_params(dataclasses.asdict(settings))
         extra: dict[str, Any] = {}
+        start = time.perf_counter()
         if context.get("trial", "mim") == "grounding":
             metrics, differences = run_grounding_stages(settings, tracker, trial, tags,
                                                         context["grounding"])
             extra[DIFFERENCES] = differences.tolist()
         else:
-            metrics, summary = run_trial_stages(
+            by_mode, summary, finetune_s = run_trial_stages(
                 settings, tracker, trial, tags,
                 log_checkpoints=bool(context.get("log_checkpoints")))
+            metrics = mode_metrics(by_mode)
             extra |= {f"{PRETRAIN_SUMMARY_PREFIX}{k}": v for k, v in summary.items()}
+            extra[f"{PRETRAIN_SUMMARY_PREFIX}finetune_wall_s"] = finetune_s
+        extra[f"{PRETRAIN_SUMMARY_PREFIX}trial_wall_s"] = time.perf_counter() - start
         trial.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+        trial.log_metrics({"perf/trial_wall_s": extra[f"{PRETRAIN_SUMMARY_PREFIX}trial_wall_s"]})
     tune.report({f"test/{k}": v for k, v in metrics.items()} | {"trial_name": name} | extra)
+
+
+def mode_metrics(by_mode: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """A trial's test metrics: as they are for one mode, ``<mode>/<metric>`` for several
+    (:attr:`~medmask.tune.SweepSpec.modes`; :func:`split_modes` undoes it)."""
+    if len(by_mode) == 1:
+        return dict(next(iter(by_mode.values())))
+    return {f"{mode}/{k}": v for mode, metrics in by_mode.items() for k, v in metrics.items()}
+
+
+def split_modes(tests: Mapping[str, Any], modes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``{mode: test metrics}`` of a trial's reported test metrics (:func:`mode_metrics`)."""
+    if len(modes) == 1:
+        return {modes[0]: dict(tests)}
+    return {mode: {k[len(mode) + 1:]: v for k, v in tests.items() if k.startswith(f"{mode}/")}
+            for mode in modes}
 
 
 def run_trial_stages(settings: MimSettings, tracker: Any, trial: Any,
                      tags: Mapping[str, Any], *, log_checkpoints: bool
-                     ) -> tuple[dict[str, float], dict[str, float]]:
-    """Pretrain (cached by config hash) and fine-tune + test, as stage runs of ``trial``;
-    returns the test metrics and the pretraining's summary (:func:`pretraining_summary`)."""
+                     ) -> tuple[dict[str, dict[str, float]], dict[str, float], float]:
+    """Pretrain (cached by config hash) and fine-tune + test in each of the trial's modes (one
+    Ray Train run, :func:`finetune_cells`), as stage runs of ``trial``; returns ``{mode: test
+    metrics}``, the pretraining's summary (:func:`pretraining_summary`) and the fine-tuning's
+    wall seconds (every mode)."""
 
     scaling, pretraining = settings.scaling, settings.pretraining()
     datasets = {k: v.materialize() for k, v in study_splits(settings.data, settings.seed).items()}
@@ -149,12 +177,22 @@ def run_trial_stages(settings: MimSettings, tracker: Any, trial: Any,
                             "reconstruction_gallery.png")
         if log_checkpoints:
             stage.log_artifact(checkpoint / "checkpoint.pt", "checkpoint")
-    fraction, mode = float(settings.fractions[0]), str(settings.modes[0])
-    with tracker.stage("finetune", parent=trial,
-                       tags={**tags, "fraction": fraction, "mode": mode}) as stage:
-        metrics = run_finetuning(settings.finetuning(), datasets, stage, scaling, checkpoint,
-                                 fraction, mode, callbacks=[StageReportCallback("finetune")])
-    return metrics, pretraining_summary(checkpoint)
+    fraction = float(settings.fractions[0])
+    start = time.perf_counter()
+    with ExitStack() as runs:
+        several = len(settings.modes) > 1
+        cells = [FinetuneCell(fraction, str(mode), runs.enter_context(tracker.stage(
+            f"finetune-{mode}" if several else "finetune", parent=trial,
+            tags={**tags, "fraction": fraction, "mode": str(mode)})))
+            for mode in settings.modes]
+        outcomes = finetune_cells(settings.finetuning(), datasets, cells, scaling, checkpoint,
+                                  callbacks=[StageReportCallback("finetune")],
+                                  desc=f"finetune {'+'.join(settings.modes)}")
+        wall = time.perf_counter() - start
+        for cell in cells:
+            cell.stage.log_metrics({"perf/wall_s": wall})
+    by_mode = {cell.mode: outcome.metrics for cell, outcome in zip(cells, outcomes, strict=True)}
+    return by_mode, pretraining_summary(checkpoint), wall
 
 
 def run_grounding_stages(settings: MimSettings, tracker: Any, trial: Any,
