@@ -121,7 +121,8 @@ def main() -> None:
             cells = []
             for k in keys:
                 values = [r[b][k] for r in runs]
-                cells.append(f"{statistics.mean(values):.3f} ({'/'.join(f'{v:.3f}' for v in values)})")
+                each = "/".join(f"{v:.3f}" for v in values)
+                cells.append(f"{statistics.mean(values):.3f} ({each})")
             print(f"{target:<9} {b:>5}  " + "  ".join(f"{c:>20}" for c in cells))
 
 
