@@ -54,7 +54,7 @@ from medmask.train import (
     positive_rows,
     torch_threads,
 )
-from medmask.tune._sweep import RESUME_CHOICES, _read_study_id, _write_study_id
+from medmask.tune._sweep import _read_study_id, _write_study_id, check_resume, sweep_folder
 from medmask.tune._trainable import TRIAL_ID_TAG
 
 log = logging.getLogger(__name__)
@@ -195,16 +195,7 @@ def run_clip_overlay_sweep(settings: ClipSweepSettings, tracker: Any, *,
     docstring)."""
     from ray import tune
 
-    resume = str(resume).lower()
-    if resume not in RESUME_CHOICES:
-        raise ValueError(f"resume must be one of {RESUME_CHOICES}, got {resume!r}")
-    path = Path(storage_dir).resolve() / settings.name
-    restored = resume != "false" and tune.Tuner.can_restore(str(path))
-    if resume == "true" and not restored:
-        raise ValueError(f"sweep.resume=true but there is no sweep to restore at {path}")
-    if resume == "false" and path.exists():
-        raise ValueError(f"a sweep already exists at {path}: resume it (sweep.resume=auto) or "
-                         "give this one another sweep.name")
+    path, restored = sweep_folder(storage_dir, settings.name, check_resume(resume))
     study_ctx = (tracker.reopen(_read_study_id(path)) if restored
                  else tracker.study(settings.name, tags={"sweep": settings.name,
                                                          "protocol": "clip_overlay"}))

@@ -122,17 +122,9 @@ def run_sweep(
         settings = replace(settings, probe=replace(settings.probe, every=spec.probe_every))
     if spec.modes:  # every trial fine-tunes in each mode (one Ray Train run)
         settings = replace(settings, modes=tuple(spec.modes))
-    resume = str(resume).lower()
-    if resume not in RESUME_CHOICES:
-        raise ValueError(f"resume must be one of {RESUME_CHOICES}, got {resume!r}")
+    resume = check_resume(resume)
     n_points = validate_sweep(settings, spec, train_policies=policy is not None)
-    path = Path(storage_dir).resolve() / spec.name
-    restored = resume != "false" and tune.Tuner.can_restore(str(path))
-    if resume == "true" and not restored:
-        raise ValueError(f"sweep.resume=true but there is no sweep to restore at {path}")
-    if resume == "false" and path.exists():
-        raise ValueError(f"a sweep already exists at {path}: resume it (sweep.resume=auto) or "
-                         "give this one another sweep.name")
+    path, restored = sweep_folder(storage_dir, spec.name, resume)
     study_ctx = (tracker.reopen(_read_study_id(path)) if restored
                  else tracker.study(spec.name, tags={"sweep": spec.name}))
     with study_ctx as study:
@@ -341,6 +333,29 @@ def _spec_params(spec: SweepSpec) -> dict[str, Any]:
 def _write_study_id(path: Path, run_id: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.parent / f"{path.name}.{STUDY_FILE}").write_text(json.dumps({"study_run_id": run_id}))
+
+
+def check_resume(resume: Any) -> str:
+    """``resume`` as one of :data:`RESUME_CHOICES` (a ValueError names a bad value)."""
+    resume = str(resume).lower()
+    if resume not in RESUME_CHOICES:
+        raise ValueError(f"resume must be one of {RESUME_CHOICES}, got {resume!r}")
+    return resume
+
+
+def sweep_folder(storage_dir: str | Path, name: str, resume: str) -> tuple[Path, bool]:
+    """The sweep's Tune folder and whether it is restored (``resume``: auto | true | false);
+    ValueErrors for ``true`` without a sweep and ``false`` over an existing one."""
+    from ray import tune
+
+    path = Path(storage_dir).resolve() / name
+    restored = resume != "false" and tune.Tuner.can_restore(str(path))
+    if resume == "true" and not restored:
+        raise ValueError(f"sweep.resume=true but there is no sweep to restore at {path}")
+    if resume == "false" and path.exists():
+        raise ValueError(f"a sweep already exists at {path}: resume it (sweep.resume=auto) or "
+                         "give this one another sweep.name")
+    return path, restored
 
 
 def _read_study_id(path: Path) -> str:
