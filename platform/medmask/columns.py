@@ -34,6 +34,7 @@ PATCH_VALID: Final = "patch_valid"  # bool [N] patch validity (overlaps the regi
 PATCH_REWARDS: Final = "patch_rewards"  # float32 [N] AHM per-patch rewards (env info, RL batch)
 ACTION_USED: Final = "action_used"  # bool, RL env-to-module: False = autoreset step
 MASK_SEED: Final = "mask_seed"  # int64 per-image mask seed from (seed, epoch, image key)
+SUBSET_COPY: Final = "subset_copy"  # int: which copy of a repeated small subset (keys its views)
 
 # --- flag and statistics columns of the preprocessing stages --------------------------------
 # Bad input never disappears silently: each fallback is a bool column, summed by the pipeline.

@@ -35,11 +35,13 @@ def keyed_uniform(seeds: Any, num: int) -> np.ndarray:
     return bits.astype(np.float32) * np.float32(2.0**-24)
 
 
-def mask_seeds(image_keys: Any, seed: int, epoch: int = 0) -> np.ndarray:
-    """Per-image int64 seeds from integer image keys, a run seed and an epoch (vectorized)."""
+def mask_seeds(image_keys: Any, seed: int, epoch: Any = 0) -> np.ndarray:
+    """Per-image int64 seeds from integer image keys, a run seed and an epoch (vectorized;
+    ``epoch`` an int or one per image)."""
     keys = np.asarray(image_keys).astype(np.int64, copy=False).view(np.uint64)
+    epochs = np.asarray(epoch, dtype=np.int64).view(np.uint64)
     with np.errstate(over="ignore"):
-        mixed = splitmix64(keys ^ splitmix64(np.uint64(seed) * _M1 + np.uint64(epoch)))
+        mixed = splitmix64(keys ^ splitmix64(np.uint64(seed) * _M1 + epochs))
     return mixed.view(np.int64)
 
 

@@ -1,6 +1,7 @@
-"""The fine-tuning recipe and the study's controls, in-process (no Ray): 0-epoch pretraining
-is From Scratch, a checkpoint really initialises fine-tuning, augmentation is keyed per image,
-the step budget, drop path, the probe head and the best-epoch selection."""
+"""The fine-tuning recipe and the study's controls, in-process (Ray Data only for the repeated
+subset): 0-epoch pretraining is From Scratch, a checkpoint really initialises fine-tuning,
+augmentation is keyed per image (and per copy of a repeated subset), the step budget, drop
+path, the probe head and the best-epoch selection."""
 
 import dataclasses
 
@@ -11,10 +12,10 @@ import torch
 from medmask import columns as C
 from medmask.keyed import image_keys
 from medmask.models import create_model, set_drop_path
-from medmask.train import PretrainSettings, StageSettings, build_classifier, settings_from_dict
+from medmask.train import PretrainSettings, build_classifier, settings_from_dict
 from medmask.train._finetune import augmented_images, finetune_parts
 from medmask.train._loop import BestEpoch
-from medmask.train._stages import step_budget, write_untrained_checkpoint
+from medmask.train._stages import repeated, subset_repeats, write_untrained_checkpoint
 
 MODEL = {"name": "mae_vit_tiny_64",
          "params": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2,
@@ -74,12 +75,36 @@ def test_augmentation_is_keyed_per_image_whatever_the_batch_layout():
     assert torch.equal(augmented_images(batch, None, seed=0, epoch=2)[:, 0], batch[C.IMAGE])
 
 
-def test_step_budget_raises_epochs_and_scales_the_warmup():
-    stage = settings_from_dict(StageSettings, {"epochs": 12, "batch_size": 32,
-                                               "optim": {"warmup_epochs": 1}})
-    raised = step_budget(stage, rows=51, workers=1, min_steps=150)  # 2 steps per epoch
-    assert raised.epochs == 75 and raised.optim.warmup_epochs == pytest.approx(75 / 12)
-    assert step_budget(stage, rows=512, workers=1, min_steps=150) is stage  # 16 x 12 >= 150
+def test_a_small_subset_repeats_inside_the_epoch_to_reach_the_step_budget():
+    # 51 images (10 % of 512) at batch 32 are 2 steps an epoch; 12 epochs need 13 an epoch
+    assert subset_repeats(12, 150, rows=51, batch_size=32, workers=1) == 8  # 408 rows: 13
+    assert subset_repeats(12, 150, rows=51 * 7, batch_size=32, workers=1) == 2  # 12 < 13
+    assert subset_repeats(12, 150, rows=512, batch_size=32, workers=1) == 1  # 16 x 12 >= 150
+    assert subset_repeats(12, 0, rows=51, batch_size=32, workers=1) == 1
+    assert subset_repeats(12, 150, rows=51, batch_size=32, workers=2) == 8  # 13 per worker
+
+
+def test_each_copy_of_a_repeated_image_gets_the_view_of_its_virtual_epoch():
+    augment = {"flip_p": 0.5, "max_rotation_deg": 5.0, "brightness": 0.1, "contrast": 0.1,
+               "noise_sigma": 0.0, "noise_p": 0.0}
+    batch = _batch(4)
+    copies = {k: torch.cat([v, v, v]) for k, v in batch.items()}
+    copies[C.SUBSET_COPY] = torch.arange(3).repeat_interleave(4)
+    views = augmented_images(copies, augment, seed=0, epoch=2, repeats=3)
+    for c in range(3):  # copy c of epoch 2 of 3 copies: epoch 2 * 3 + c with one copy
+        alone = augmented_images(batch, augment, seed=0, epoch=6 + c)
+        assert torch.equal(views[4 * c:4 * c + 4], alone)
+    assert not torch.allclose(views[:4], views[4:8])
+
+
+def test_repeated_tags_every_copy(ray_session):
+    import ray
+
+    dataset = ray.data.from_items([{C.IMAGE_KEY: k} for k in range(5)])
+    assert repeated(dataset, 1) is dataset
+    rows = repeated(dataset, 3).take_all()
+    pairs = sorted((r[C.IMAGE_KEY], r[C.SUBSET_COPY]) for r in rows)
+    assert pairs == [(k, c) for k in range(5) for c in range(3)]
 
 
 def test_drop_path_follows_timm_linear_rule_and_the_probe_head_is_mae_batchnorm():

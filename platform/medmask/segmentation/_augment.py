@@ -206,7 +206,7 @@ def _as_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
     return array if torch.is_tensor(array) else torch.from_numpy(np.ascontiguousarray(array))
 
 
-def keyed_augment_params(keys: Any, seed: int, epoch: int, views: int = 2,
+def keyed_augment_params(keys: Any, seed: int, epoch: Any, views: int = 2,
                          config: AugmentConfig = AugmentConfig()) -> list[AugmentParams]:
     """Per-image augmentation parameters of ``views`` views, a pure function of (seed, epoch,
     image key): five keyed uniforms per view (angle, flip, brightness, contrast, noise)."""
@@ -221,7 +221,7 @@ def keyed_augment_params(keys: Any, seed: int, epoch: int, views: int = 2,
     return out
 
 
-def batch_generator(keys: Any, seed: int, epoch: int) -> torch.Generator:
+def batch_generator(keys: Any, seed: int, epoch: Any) -> torch.Generator:
     """A generator seeded by the batch's keyed seeds (for the noise pixels)."""
     seeds = mask_seeds(np.asarray(keys, np.int64), seed, epoch).view(np.uint64)
     mixed = splitmix64(np.bitwise_xor.reduce(seeds, keepdims=True))

@@ -78,18 +78,26 @@ def classification_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor],
 
 
 def augmented_images(batch: dict[str, torch.Tensor], augment: dict[str, Any] | None, *,
-                     seed: int, epoch: int) -> torch.Tensor:
+                     seed: int, epoch: int, repeats: int = 1) -> torch.Tensor:
     """The batch's images [B, 1, H, W], augmented when ``augment`` (:class:`AugmentConfig`
     fields) is set: per-image parameters from (seed, epoch, image key), so an image gets the
-    same view on any worker and any batch layout, and a new one every epoch."""
+    same view on any worker and any batch layout, and a new one every epoch.
+
+    In an epoch that passes over a small subset ``repeats`` times
+    (:func:`~medmask.train._stages.repeated`), copy ``c`` of an image (column
+    ``subset_copy``) gets the view of epoch ``epoch * repeats + c``: the views the same steps
+    would get with one copy and ``repeats`` times the epochs."""
     images = images_nchw(batch)
     if not augment:
         return images
     keys = batch[C.IMAGE_KEY].detach().cpu().numpy()
+    views: Any = epoch
+    if C.SUBSET_COPY in batch:
+        views = epoch * int(repeats) + batch[C.SUBSET_COPY].detach().cpu().numpy()
     config = AugmentConfig(**augment)
-    params = keyed_augment_params(keys, seed, epoch, 1, config)[0]
+    params = keyed_augment_params(keys, seed, views, 1, config)[0]
     out = context_augment(images, batch.get(C.ORGANS), config=config, params=params,
-                          generator=batch_generator(keys, seed, epoch))
+                          generator=batch_generator(keys, seed, views))
     return out.images
 
 
@@ -120,10 +128,11 @@ def finetune_parts(config: dict[str, Any], device: torch.device) -> LoopParts:
     recipe = config.get("recipe") or {}
     smoothing = float(recipe.get("label_smoothing", 0.0))
     augment, seed = recipe.get("augment"), int(config["seed"])
+    repeats = int(config.get("subset_repeats") or 1)
 
     def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                    epoch: int) -> tuple[torch.Tensor, int]:
-        images = augmented_images(batch, augment, seed=seed, epoch=epoch)
+        images = augmented_images(batch, augment, seed=seed, epoch=epoch, repeats=repeats)
         with autocast(device, mixed):
             logits = model(images)
             return (classification_loss(logits.float(), batch, multilabel, smoothing),

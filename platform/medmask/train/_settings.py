@@ -128,7 +128,7 @@ class FinetuneRecipe:
     shuffle_buffer: int = 0
     select_on: str | None = None  # a val metric: "accuracy", "auc_mean", ...
     lr_grid: tuple[float, ...] = ()
-    min_steps: int = 0  # epochs are raised (warm-up scaled alike) to reach this many steps
+    min_steps: int = 0  # a small label fraction repeats inside each epoch to reach this
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ from medmask.train._trainer import (
 
 log = logging.getLogger(__name__)
 
-TRAIN_COLUMNS = (C.IMAGE, C.IMAGE_KEY, C.ORGANS, C.LESION, C.LABEL, C.LABELS)
+TRAIN_COLUMNS = (C.IMAGE, C.IMAGE_KEY, C.ORGANS, C.LESION, C.LABEL, C.LABELS, C.SUBSET_COPY)
 PRETRAIN_SUMMARY = "pretrain_summary.json"  # beside a cached checkpoint: its last report
 SUMMARY_METRICS = {"perf/step_s": "step_s", "perf/peak_rss_mb": "peak_rss_mb",
                    "perf/peak_gpu_mb": "peak_gpu_mb", "probe/auc_mean": "probe_auc_last",
@@ -338,16 +338,22 @@ def finetune_cells(settings: FinetuneSettings, datasets: dict[str, Any],
     datasets = lung_cropped({k: datasets[k] for k in ("train", "val", "test")}, settings.crop,
                             stages)
     fractions = list(dict.fromkeys(cell.fraction for cell in cells))
+    head, recipe = settings.head, settings.recipe
     train: dict[str, Any] = {}
+    repeats: dict[str, int] = {}
     for k, fraction in enumerate(fractions):
         subset, ids = label_fraction_subset(datasets["train"], fraction, settings.seed)
-        train[f"train_{k}"] = train_view(subset).materialize()
+        key, view = f"train_{k}", train_view(subset).materialize()
+        repeats[key] = subset_repeats(settings.finetune.epochs, recipe.min_steps, view.count(),
+                                      settings.finetune.batch_size, scaling.num_workers)
+        train[key] = repeated(view, repeats[key]).materialize()
         for cell in cells:
             if cell.fraction == fraction:
                 cell.stage.log_dict({"fraction": fraction, "ids": ids},
                                     "label_fraction_ids.json")
+                cell.stage.log_metrics({"data/train_images": len(ids),
+                                        "data/subset_repeats": repeats[key]})
     rows = {key: ds.count() for key, ds in train.items()}
-    head, recipe = settings.head, settings.recipe
     transfer = init_weights if init_weights and init_weights.weights else None
     if transfer is not None:
         report = transfer_report(settings.model, transfer)
@@ -361,15 +367,14 @@ def finetune_cells(settings: FinetuneSettings, datasets: dict[str, Any],
     loop_cells, index = [], []
     for position, cell in enumerate(cells):
         key = f"train_{fractions.index(cell.fraction)}"
-        budget = step_budget(settings.finetune, rows[key], scaling.num_workers,
-                             recipe.min_steps)
         for base_lr in rates:
             stage_settings = dataclasses.replace(
-                budget, optim=dataclasses.replace(budget.optim, base_lr=base_lr))
+                settings.finetune,
+                optim=dataclasses.replace(settings.finetune.optim, base_lr=base_lr))
             loop_cell = {
                 **stage_loop_config(stage_settings, settings.seed, rows[key],
                                     scaling.num_workers, cell.stage),
-                "train": key, "mode": cell.mode,
+                "train": key, "mode": cell.mode, "subset_repeats": repeats[key],
                 # many short epochs (a 10 % fraction): validate and checkpoint ~REPORTS times
                 "report_every": max(1, stage_settings.epochs // REPORTS),
             }
@@ -447,17 +452,32 @@ def fit_cells(trainer: Any, count: int, what: str) -> list[dict[str, Any]]:
     return [done[i] for i in range(count)]
 
 
-def step_budget(stage: StageSettings, rows: int, workers: int, min_steps: int
-                ) -> StageSettings:
-    """``stage`` with its epochs raised to reach ``min_steps`` optimizer steps on ``rows``
-    images (warm-up epochs scaled by the same factor, so the warm-up keeps its share)."""
-    per_epoch = steps_per_epoch(rows, stage.batch_size, workers)
-    epochs = max(stage.epochs, -(-int(min_steps) // per_epoch))
-    if epochs == stage.epochs:
-        return stage
-    optim = dataclasses.replace(stage.optim,
-                                warmup_epochs=stage.optim.warmup_epochs * epochs / stage.epochs)
-    return dataclasses.replace(stage, epochs=epochs, optim=optim)
+def subset_repeats(epochs: int, min_steps: int, rows: int, batch_size: int, workers: int
+                   ) -> int:
+    """How many copies of a small labelled subset of ``rows`` images one epoch passes over so
+    that ``epochs`` epochs take at least ``min_steps`` optimizer steps (the fewest that do).
+
+    A 10 % label fraction of 512 images is 2 steps an epoch: raising the epochs to reach the
+    step budget costs an epoch's data iteration, report and validation per 2 steps, where
+    repeating the subset inside the epoch keeps the epochs, and with them the warm-up share,
+    the validation and the checkpoints, where they are. Each copy gets its own augmented view
+    (:func:`repeated`, :func:`~medmask.train._finetune.augmented_images`)."""
+    need = -(-int(min_steps) // max(int(epochs), 1))  # optimizer steps per epoch
+    count = 1
+    while steps_per_epoch(rows * count, batch_size, workers) < need:
+        count += 1
+    return count
+
+
+def repeated(dataset: Any, count: int) -> Any:
+    """``dataset`` ``count`` times over, each copy's rows tagged with its index in column
+    ``subset_copy`` (0 .. count - 1); ``dataset`` itself when ``count`` is 1."""
+    if count <= 1:
+        return dataset
+    from ray.data.expressions import lit  # defer: ray
+
+    copies = [dataset.with_column(C.SUBSET_COPY, lit(c)) for c in range(count)]
+    return copies[0].union(*copies[1:])
 
 
 def transfer_report(model: ModelSettings, init_weights: TransferSettings) -> Any:
