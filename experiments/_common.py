@@ -10,9 +10,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from medmask.console import LOG_FILE_ENV, VERBOSE_ENV, rllib_log_file, route_rllib_chatter
-from medmask.tracking import Tracker
-
 log = logging.getLogger("medmask")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +33,15 @@ def use_this_clone() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *(p for p in current if p not in paths)])
 
 
-use_this_clone()
+use_this_clone()  # before the first medmask import: a plain python experiments/x.py works
+
+from medmask.console import (  # noqa: E402
+    LOG_FILE_ENV,
+    VERBOSE_ENV,
+    rllib_log_file,
+    route_rllib_chatter,
+)
+from medmask.tracking import Tracker  # noqa: E402
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
