@@ -77,11 +77,14 @@ def init_ray(cluster: DictConfig, verbose: bool = True, attempts: int = 2) -> No
                         "node's own Python path; on nodes without the repository submit with "
                         "--runtime-env %s", RUNTIME_ENV_FILE.relative_to(ROOT))
     else:
+        if not verbose:  # Ray 2.60's notice that a local start turned token auth on
+            logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         for attempt in range(1, attempts + 1):
             try:
                 context = ray.init(num_cpus=cluster.get("num_cpus"),
                                    dashboard_host="127.0.0.1", runtime_env=hook,
-                                   log_to_driver=verbose)
+                                   log_to_driver=verbose,  # its INFO lines: verbose only
+                                   logging_level=logging.INFO if verbose else logging.WARNING)
                 break
             except Exception as error:  # Ray raises a bare Exception on a startup timeout
                 if "timed out during startup" not in str(error) or attempt == attempts:
