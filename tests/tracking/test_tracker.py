@@ -117,3 +117,21 @@ def test_the_ui_link_opens_the_model_training_view(mlflow_uri):
     assert link == (f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}"
                     "?workflowType=machine_learning")
     assert tracker.ui_link("http://host:8080/").startswith("http://host:8080/#/experiments/")
+
+
+def test_a_new_sqlite_store_is_created_quietly(tmp_path):
+    """MLflow's "Creating initial MLflow database tables..." lines stay off the console of a
+    first run on a fresh clone (a fresh interpreter: MLflow sets up its logging at import)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import logging, sys; from medmask.tracking import Tracker; "
+            f"Tracker('sqlite:///{tmp_path / 'new.db'}'); "
+            "print(logging.getLogger('mlflow.store.db.utils').level)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "new.db").exists()
+    assert "database tables" not in result.stderr + result.stdout, result.stderr
+    assert result.stdout.split()[-1] == "0"  # the logger's own level is restored afterwards

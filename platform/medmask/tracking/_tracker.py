@@ -37,6 +37,20 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 
 
 @contextmanager
+def quiet_store_setup() -> Iterator[None]:
+    """Keeps MLflow's INFO lines about creating or migrating a store's tables ("Creating
+    initial MLflow database tables...", "Updating database tables") off the console: the
+    caller logs the store's URI. Warnings and errors still pass."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
 def ended_as_it_ends(run: Any, end: Callable[[str], Any]) -> Iterator[Any]:
     """The one run lifecycle: ``end("FAILED")`` if the block raises (then re-raise), else
     ``end("FINISHED")``; every way of opening a run (new, reopened, a Tune trial's) ends so."""
@@ -295,9 +309,10 @@ class Tracker:
                 raise
             self.unreachable_uri, self.uri = self.uri, resolve_tracking_uri(None)
             log.warning("%s Logging locally to %s instead.", err, self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment = experiment
-        self.experiment_id = self._experiment_id(experiment, artifact_root)
+        with quiet_store_setup():  # the client creates a new sqlite store's tables
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment_id(experiment, artifact_root)
         self.commit = git_commit()
 
     def ui_link(self, server: str = "http://127.0.0.1:5000") -> str:
