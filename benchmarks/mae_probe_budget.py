@@ -8,13 +8,15 @@ at chance. This runs the quick study's model (``configs/model/mae_tiny.yaml``: p
 75 % for up to ``--steps`` steps, with MAE's pixel target or its per-patch normalized target
 (``norm_pix_loss``), and after each budget probes the frozen features (logistic regression,
 ``medmask.eval.logistic_accuracy``) on 1,024 labelled images at 10 % and 100 % against 1,024
-test images, with two readouts: the mean of the patch tokens (``encode``, the quick study's
-probe) and their mean and standard deviation (a texture statistic). Step 0 is the random
-initialisation: the gate's baseline.
+test images, with three readouts: the mean of the patch tokens (``encode``, the quick study's
+probe), their mean and standard deviation (a texture statistic) and their maximum (a lesion
+occupies a few percent of the tokens). Step 0 is the random initialisation: the gate's
+baseline.
 
     python benchmarks/mae_probe_budget.py                    # 3,000 steps, seeds 0 and 1
     python benchmarks/mae_probe_budget.py --quick            # 400 steps, seed 0
     python benchmarks/mae_probe_budget.py --steps 1500 --seeds 0 --targets pixel
+    python benchmarks/mae_probe_budget.py --patch-size 8 --steps 900   # tokens of 8 x 8 px
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def features(model: torch.nn.Module, images: np.ndarray) -> dict[str, np.ndarray
                         for i in range(0, len(images), 256)])
     model.train()
     gap = tokens.mean(1)
-    return {"gap": gap.numpy(), "gap+std": torch.cat([gap, tokens.std(1)], 1).numpy()}
+    return {"gap": gap.numpy(), "gap+std": torch.cat([gap, tokens.std(1)], 1).numpy(),
+            "max": tokens.amax(1).numpy()}
 
 
 def probe(model: torch.nn.Module, data: dict[str, np.ndarray]) -> dict[str, float]:
@@ -66,9 +69,9 @@ def probe(model: torch.nn.Module, data: dict[str, np.ndarray]) -> dict[str, floa
 
 
 def run(target: str, seed: int, pool: torch.Tensor, data: dict[str, np.ndarray],
-        budgets: list[int]) -> dict[int, dict[str, float]]:
+        budgets: list[int], params: dict) -> dict[int, dict[str, float]]:
     torch.manual_seed(seed)
-    model = create_model("mae_vit_tiny_64", **PARAMS, norm_pix_loss=target == "norm_pix")
+    model = create_model("mae_vit_tiny_64", **params, norm_pix_loss=target == "norm_pix")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1.5e-3, betas=(0.9, 0.95),
                                   weight_decay=0.05)
     generator = torch.Generator().manual_seed(seed)
@@ -100,20 +103,23 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--targets", nargs="+", default=["pixel", "norm_pix"],
                         choices=["pixel", "norm_pix"])
+    parser.add_argument("--patch-size", type=int, default=PARAMS["patch_size"])
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    params = {**PARAMS, "patch_size": args.patch_size}
     steps, seeds = (400, [0]) if args.quick else (args.steps, args.seeds)
     budgets = sorted({steps // 3, steps})
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     pool = torch.as_tensor(phantom.generate(POOL, 64, seed=0)[C.IMAGE][:, None])
     held = phantom.generate(LABELLED + TEST, 64, seed=1)
     data = {"train": held[C.IMAGE][:LABELLED], "train_y": held[C.LABEL][:LABELLED],
             "test": held[C.IMAGE][LABELLED:], "test_y": held[C.LABEL][LABELLED:]}
-    results = {t: [run(t, s, pool, data, budgets) for s in seeds] for t in args.targets}
-    print(f"\ntiny MAE (quick model), {POOL} benchmark phantoms at 64 px, random masks 75 %, "
-          f"batch 64, seeds {seeds}; probe: {LABELLED} labelled (10 % = {LABELLED // 10}), "
-          f"{TEST} test, chance 0.25; step 0 = the random initialisation "
-          f"({time.perf_counter() - start:.0f} s)")
+    results = {t: [run(t, s, pool, data, budgets, params) for s in seeds] for t in args.targets}
+    print(f"\ntiny MAE (quick model, patch {args.patch_size}), {POOL} benchmark phantoms at 64 px, "
+          f"random masks 75 %, batch 64, seeds {seeds}; probe: {LABELLED} labelled "
+          f"(10 % = {LABELLED // 10}), {TEST} test, chance 0.25; step 0 = the random "
+          f"initialisation ({time.perf_counter() - start:.0f} s)")
     keys = list(next(iter(results.values()))[0][0])
     print(f"{'target':<9} {'steps':>5}  " + "  ".join(f"{k:>20}" for k in keys))
     for target, runs in results.items():
