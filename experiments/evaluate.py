@@ -30,7 +30,7 @@ def evaluation_batches(cfg: DictConfig, columns: tuple[str, ...]) -> list[dict[s
                                 batch_size=int(cfg.batch_size))
     names = set(dataset.schema().names)
     keep = [c for c in (C.IMAGE, *columns) if c in names]
-    return [{k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
+    return [{k: torch.from_numpy(np.array(v)) for k, v in batch.items()}  # writable copies
             for batch in dataset.select_columns(keep).iter_batches(
                 batch_size=int(cfg.batch_size), batch_format="numpy")]
 

@@ -204,7 +204,7 @@ def accuracy_of(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
 
 def _tensors(rows: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return (torch.from_numpy(np.ascontiguousarray(rows[C.IMAGE]))[:, None].float(),
-            torch.from_numpy(np.asarray(rows[C.LABEL])).long())
+            torch.from_numpy(np.array(rows[C.LABEL])).long())
 
 
 def control_classifier_model(num_classes: int = phantom.NUM_CLASSES,
