@@ -126,7 +126,7 @@ def test_a_new_sqlite_store_is_created_quietly(tmp_path):
     import subprocess
     import sys
 
-    code = ("import logging, sys; from medmask.tracking import Tracker; "
+    code = ("import logging; from medmask.tracking import Tracker; "
             f"Tracker('sqlite:///{tmp_path / 'new.db'}'); "
             "print(logging.getLogger('mlflow.store.db.utils').level)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
