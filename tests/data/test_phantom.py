@@ -191,7 +191,8 @@ def test_gaze_concentrates_on_anatomy_and_lesions(lesion_batch):
     [({"size": 31}, "31"), ({"size": 1025}, "1025"), ({"n": -1}, "-1"), ({"size": 64.5}, "64.5"),
      ({"start": -2}, "-2"), ({"class_probs": (0.5, 0.5, 0.5, 0.0)}, "class_probs"),
      ({"finding_prob": 1.5}, "1.5"), ({"noise": -0.1}, "noise"), ({"colour": 1}, "colour"),
-     ({"variant": "fancy"}, "benchmark, classic, confounded")],
+     ({"variant": "fancy"}, "benchmark, classic, confounded"),
+     ({"lesion_radius": (0.4, 0.3)}, "lesion_radius"), ({"lesion_radius": (0.0, 0.3)}, "0.0")],
 )
 def test_bad_arguments_raise_naming_the_value(kwargs, message):
     args = {"n": 2, "size": 64, "seed": 0, **kwargs}
@@ -316,6 +317,25 @@ def test_benchmark_class_lesions_add_the_same_density_in_the_same_places():
     assert not lesions[NORMAL].any()
 
 
+def test_benchmark_lesions_cover_a_fifth_of_the_tokens_and_only_the_radius_moves_them():
+    """At 64 px / 4-px tokens a lesioned image's class lesion touches ~19 % of the tokens at
+    the default radius (0.30-0.42): enough for a token-mean ViT to learn the classes
+    (``benchmarks/vit_lesion_scale.py``). The first draft's 0.14-0.20 touched ~7 %, and the
+    quick ViT stayed at chance. The radius moves the lesions and nothing else."""
+    def token_share(d):
+        sick = d[C.LESION][d[C.LABEL] != NORMAL]
+        return sick.reshape(len(sick), 16, 4, 16, 4).max(axis=(2, 4)).mean()
+
+    default = generate(128, 64, seed=3)
+    small = generate(128, 64, seed=3, lesion_radius=(0.14, 0.20))
+    assert token_share(default) > 0.15 > 0.10 > token_share(small)
+    np.testing.assert_array_equal(default[C.LABEL], small[C.LABEL])
+    np.testing.assert_array_equal(default[C.ORGANS], small[C.ORGANS])
+    assert not np.array_equal(default[C.IMAGE], small[C.IMAGE])
+    normal = default[C.LABEL] == NORMAL
+    assert not default[C.LESION][normal].any() and not small[C.LESION][normal].any()
+
+
 def test_benchmark_clutter_outside_the_lungs_is_high_entropy_and_the_same_at_any_size():
     bench = generate(32, 128, seed=2, noise=0.0)
     classic = generate(32, 128, seed=2, noise=0.0, variant="classic")
@@ -346,9 +366,8 @@ def test_confounded_variant_changes_only_the_findings():
 
 def test_benchmark_defeats_the_linear_shortcut_but_not_a_small_cnn():
     """1,024 train / 512 test at 64 px: logistic regression on the 16 x 16 patch means <= 0.42,
-    a 4-layer CNN (12 epochs) >= 0.75. Measured 0.246 and 0.836 on a draft with smaller lungs;
-    benchmarks/phantom_difficulty.py publishes 0.266 and 0.954 at 2,048 / 1,024. About 30 s on
-    2 idle cores (estimated from the CNN's 2,048-image timing); minutes on a loaded machine."""
+    a 4-layer CNN (12 epochs) >= 0.75. benchmarks/phantom_difficulty.py publishes 0.329 and
+    0.989 at 2,048 / 1,024 (seed 0). About 10 s on 2 idle cores; minutes on a loaded one."""
     train, test = split(1024, 512, seed=0)
     shortcut = logistic_accuracy(patch_means(train[C.IMAGE]), train[C.LABEL],
                                  patch_means(test[C.IMAGE]), test[C.LABEL])

@@ -6,14 +6,16 @@ Four variants (``generate(..., variant=...)``, ``data.variant`` in Hydra):
   cover a realistic share of the image (valid fraction, the share of patches overlapping the
   lungs, ~0.63 at 224 px / 16-px patches and ~0.57 at 64 px / 4-px patches). Every image, of
   every class, carries the same extra density at 1-3 sites drawn from one distribution over
-  the lungs; the class decides only its texture and shape (Normal: a smooth, featureless
-  summation shadow, not a lesion; COVID: patchy ground-glass mottling; Lung_Opacity: compact
-  homogeneous opacities with sharp margins; Viral Pneumonia: a reticular net), so neither
-  where nor how much density there is gives the class away (a logistic regression on the
-  patch means is near chance). Outside the lungs, class-irrelevant high-entropy clutter:
-  background texture (a noise field and an oriented weave), collimation edges, a lead marker
-  and a digit stamp, ECG electrodes and leads, a nasogastric tube. The five findings keep the
-  classic signatures below, each with probability 0.3, independent of the class.
+  the lungs (radius ``PhantomSpec.lesion_radius``: a class lesion covers about a fifth of
+  the 4-px tokens of a 64-px image); the class decides only its texture and shape (Normal: a
+  smooth, featureless summation shadow, not a lesion; COVID: patchy ground-glass mottling;
+  Lung_Opacity: compact homogeneous opacities with sharp margins; Viral Pneumonia: a
+  reticular net), so neither where nor how much density there is gives the class away (a
+  logistic regression on the patch means is near chance). Outside the lungs,
+  class-irrelevant high-entropy clutter: background texture (a noise field and an oriented
+  weave), collimation edges, a lead marker and a digit stamp, ECG electrodes and leads, a
+  nasogastric tube. The five findings keep the classic signatures below, each with
+  probability 0.3, independent of the class.
 - ``"classic"``: the original phantom, described in the rest of this docstring (class lesions
   that differ in location and amount of density: a linear shortcut; findings 0.15 each).
 - ``"confounded"``: the benchmark phantom whose findings mimic the classes (Edema drawn as the
@@ -158,6 +160,11 @@ class PhantomSpec:
             0.3 otherwise.
         noise: standard deviation of the quantum noise (before per-image variation x0.7-1.3).
         lesion_strength: multiplier of every class lesion's and finding's density.
+        lesion_radius: (low, high) range of the benchmark's class-lesion site radius, in the
+            normalized coordinates (the image is 2 wide, a lung about 0.8); each site's radius
+            is drawn uniformly in it. The default (0.30, 0.42) puts 8-9 % of a lesioned image
+            under the lesion mask; at the first draft's (0.14, 0.20), 2.5 %, the tiny ViT of
+            the quick study learned nothing (``benchmarks/vit_lesion_scale.py``).
         chunk: the most images drawn per vectorized step (fewer at large sizes, memory-bound).
     """
 
@@ -166,6 +173,7 @@ class PhantomSpec:
     finding_prob: float | None = None
     noise: float = 0.02
     lesion_strength: float = 1.0
+    lesion_radius: tuple[float, float] = (0.30, 0.42)
     chunk: int = 32
 
     @property
@@ -191,6 +199,10 @@ class PhantomSpec:
             raise ValueError(f"noise must be >= 0, got {self.noise!r}")
         if self.lesion_strength < 0:
             raise ValueError(f"lesion_strength must be >= 0, got {self.lesion_strength!r}")
+        low, high = (float(v) for v in self.lesion_radius)
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"lesion_radius must be (low, high) with 0 < low <= high <= 1, "
+                             f"got {self.lesion_radius!r}")
         if int(self.chunk) != self.chunk or self.chunk < 1:
             raise ValueError(f"chunk must be an integer >= 1, got {self.chunk!r}")
 
@@ -782,7 +794,7 @@ _BENCH_PARAMS: dict[str, tuple[float, float]] = {
     # class-lesion sites: lung, lateral / vertical lung coordinate, radius, presence
     **{f"site{k}_{name}": bounds for k in range(_BENCH_SITES) for name, bounds in (
         ("side", (0, 1)), ("lateral", (-0.25, 0.70)), ("vertical", (-0.70, 0.60)),
-        ("radius", (0.14, 0.20)), ("on", (0, 1)))},
+        ("radius", (0, 1)), ("on", (0, 1)))},  # radius: PhantomSpec.lesion_radius
     "lesion_amp": (0.85, 1.15),
     # clutter outside the lungs
     "coll_left": (0.0, 0.08), "coll_right": (0.0, 0.08), "coll_top": (0.0, 0.06),
@@ -820,7 +832,7 @@ def _generate_benchmark_chunk(indices: np.ndarray, size: int, seed: int,
     Y, X = _grid(size)
     body = _anatomy(Y, X, d, findings)
     right, left, lungs = body.right, body.left, body.lungs
-    sites = _lesion_sites(d, right, left)
+    sites = _lesion_sites(d, right, left, spec.lesion_radius)
     class_density = np.zeros_like(body.image)
     for kind in range(NUM_CLASSES):
         rows = _rows_where(label == kind)
@@ -845,7 +857,8 @@ def _generate_benchmark_chunk(indices: np.ndarray, size: int, seed: int,
     return _columns(indices, seed, image, body.organs, lesion, gaze, label, findings)
 
 
-def _lesion_sites(d: _Draws, right: _Lung, left: _Lung) -> tuple[np.ndarray, ...]:
+def _lesion_sites(d: _Draws, right: _Lung, left: _Lung,
+                  radius_range: tuple[float, float]) -> tuple[np.ndarray, ...]:
     """(cy, cx, radius, present), each [B, sites]: the class-lesion sites, one distribution for
     every class (uniform lung and coordinates within the lung, away from the heart)."""
     cy, cx, radius, on = [], [], [], []
@@ -858,7 +871,8 @@ def _lesion_sites(d: _Draws, right: _Lung, left: _Lung) -> tuple[np.ndarray, ...
         centre = np.where(on_right, right.cx, left.cx)
         cy.append(top + half * (1.0 + d.p(f"site{k}_vertical")))
         cx.append(centre + side * d.p(f"site{k}_lateral") * d.p("lung_rx"))
-        radius.append(d.p(f"site{k}_radius"))
+        low, high = radius_range
+        radius.append(np.float32(low) + np.float32(high - low) * d.p(f"site{k}_radius"))
         on.append(d.p(f"site{k}_on") < 0.5 if k else np.ones(len(on_right), bool))
     return tuple(np.stack(v, axis=1).astype(dtype) for v, dtype in (
         (cy, np.float32), (cx, np.float32), (radius, np.float32), (on, bool)))
