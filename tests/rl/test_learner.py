@@ -181,8 +181,9 @@ def test_learner_loss_is_the_per_pick_loss_on_policy(learner_setup) -> None:  # 
               module.net.trunk[0][0].weight]
     got = torch.autograd.grad(loss, params, retain_graph=True)
     want = torch.autograd.grad(policy + value, params)
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-8)
+    for g, w in zip(got, want, strict=True):  # float32 sums in another order: an element
+        # that cancels to ~1 % of the tensor's largest may differ by 1e-4 of that largest
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * float(w.abs().max()))
     assert got[2].abs().max() > 1e-6  # the trunk gets a gradient: not vacuous
 
 
