@@ -862,6 +862,7 @@ def _lesion_sites(d: _Draws, right: _Lung, left: _Lung,
     """(cy, cx, radius, present), each [B, sites]: the class-lesion sites, one distribution for
     every class (uniform lung and coordinates within the lung, away from the heart)."""
     cy, cx, radius, on = [], [], [], []
+    low, span = np.float32(radius_range[0]), np.float32(radius_range[1] - radius_range[0])
     for k in range(_BENCH_SITES):
         on_right = d.p(f"site{k}_side") < 0.5
         base = np.where(on_right, right.base, left.base)
@@ -871,8 +872,7 @@ def _lesion_sites(d: _Draws, right: _Lung, left: _Lung,
         centre = np.where(on_right, right.cx, left.cx)
         cy.append(top + half * (1.0 + d.p(f"site{k}_vertical")))
         cx.append(centre + side * d.p(f"site{k}_lateral") * d.p("lung_rx"))
-        low, high = radius_range
-        radius.append(np.float32(low) + np.float32(high - low) * d.p(f"site{k}_radius"))
+        radius.append(low + span * d.p(f"site{k}_radius"))
         on.append(d.p(f"site{k}_on") < 0.5 if k else np.ones(len(on_right), bool))
     return tuple(np.stack(v, axis=1).astype(dtype) for v, dtype in (
         (cy, np.float32), (cx, np.float32), (radius, np.float32), (on, bool)))
